@@ -1,0 +1,1 @@
+"""The `disentangle` command-line application (installed as `disentangle_cli`)."""

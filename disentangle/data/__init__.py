@@ -1,0 +1,7 @@
+"""Data layer: the interaction graph, dataset sources and split protocols."""
+from .interactions import InteractionData
+from .sources import DATASETS, LoadOptions, Source, available, load_dataset
+from .splits import EvalSet, Split, load_split_dir, make_split
+
+__all__ = ["InteractionData", "DATASETS", "LoadOptions", "Source", "available", "load_dataset",
+           "EvalSet", "Split", "load_split_dir", "make_split"]

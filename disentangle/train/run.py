@@ -1,0 +1,206 @@
+"""A run from config to run directory, and back.
+
+A run directory holds everything needed to evaluate, explain and resume without the raw data:
+
+==================  ============================================================
+``config.yaml``     the resolved config
+``data.json``       raw user/item ids, titles, category names, protocol and seed
+``split.safetensors``  training pairs, validation/test history and targets, categories
+``metrics.jsonl``   one record per epoch
+``best.safetensors``   the best model by validation (``last.safetensors``: resumable)
+``results.json``    final validation/test metrics of the model and of popularity
+==================  ============================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import yaml
+
+from .. import __version__
+from ..config import RunConfig, TrainConfig, from_dict
+from ..data import InteractionData, LoadOptions, Split, load_dataset, load_split_dir, make_split
+from ..data.splits import EvalSet
+from ..metrics.ranking import evaluate, popularity_scorer
+from ..models import MODELS
+from ..models.base import FactorRecommender
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, read_json, save_checkpoint, write_json
+from .trainer import BEST, Trainer
+
+SPLIT, DATA, CONFIG, RESULTS = "split.safetensors", "data.json", "config.yaml", "results.json"
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def build_split(cfg: RunConfig) -> Split:
+    """Load the configured dataset and apply the configured protocol (or ready split)."""
+    d = cfg.data
+    options = LoadOptions(d.rating_threshold, d.min_user_interactions)
+    if d.split_dir is not None:
+        try:
+            catalog = load_dataset(d.dataset, d.data_dir, options).data
+        except FileNotFoundError:
+            catalog = None  # titles and genres are optional for a ready split
+        return load_split_dir(d.split_dir, catalog)
+    source = load_dataset(d.dataset, d.data_dir, options)
+    extra: dict[str, Any] = {}
+    if d.protocol == "heldout":
+        h = d.heldout_users
+        extra["heldout_users"] = int(h) if h >= 1 else float(h)
+    elif d.protocol == "given":
+        extra["valid_ratio"] = d.valid_ratio
+    return make_split(source, d.protocol, d.seed, **extra)
+
+
+def build_model(cfg: RunConfig, split: Split) -> FactorRecommender:
+    cls = MODELS[cfg.model_name]
+    if split.protocol == "heldout" and not cls.supports_new_users:
+        raise ValueError(f"model {cls.name!r} cannot score users unseen in training; use "
+                         f"data.protocol=ratio or given")
+    torch.manual_seed(cfg.train.seed)
+    return cls(cfg.model, split.train)
+
+
+# -- saving and loading a run --------------------------------------------------------------
+def save_split(split: Split, run_dir: Path) -> None:
+    t: dict[str, torch.Tensor] = {
+        "train.users": torch.from_numpy(split.train.users),
+        "train.items": torch.from_numpy(split.train.items)}
+    for name in ("valid", "test"):
+        es: EvalSet = getattr(split, name)
+        t[f"{name}.users"] = torch.from_numpy(np.asarray(es.users, dtype=np.int64))
+        for part in ("history", "target"):
+            m = getattr(es, part)
+            t[f"{name}.{part}.indptr"] = torch.from_numpy(m.indptr.astype(np.int64))
+            t[f"{name}.{part}.indices"] = torch.from_numpy(m.indices.astype(np.int64))
+    data = split.train
+    if data.item_categories is not None:
+        t["item_categories"] = torch.from_numpy(np.asarray(data.item_categories, np.float32))
+    save_checkpoint(run_dir / SPLIT, t, {"protocol": split.protocol, "seed": split.seed})
+    write_json(run_dir / DATA, {
+        "user_ids": data.user_ids.tolist(), "item_ids": data.item_ids.tolist(),
+        "item_titles": None if data.item_titles is None else [str(x) for x in data.item_titles],
+        "category_names": list(data.category_names)})
+
+
+def load_split(run_dir: Path) -> Split:
+    t, meta = load_checkpoint(run_dir / SPLIT)
+    d = read_json(run_dir / DATA)
+    cats = t.get("item_categories")
+    train = InteractionData(
+        t["train.users"].numpy(), t["train.items"].numpy(), np.array(d["user_ids"]),
+        np.array(d["item_ids"]),
+        None if d["item_titles"] is None else np.array(d["item_titles"], dtype=object),
+        None if cats is None else cats.numpy(), d["category_names"])
+    m = train.num_items
+
+    def eval_set(name: str) -> EvalSet:
+        users = t[f"{name}.users"].numpy()
+
+        def rows(part: str) -> sp.csr_matrix:
+            indptr = t[f"{name}.{part}.indptr"].numpy()
+            indices = t[f"{name}.{part}.indices"].numpy()
+            return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
+                                 shape=(len(users), m))
+        return EvalSet(users, rows("history"), rows("target"))
+
+    return Split(train, eval_set("valid"), eval_set("test"), meta["protocol"], meta["seed"])
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    """The resolved config of a run directory, checked to come from a compatible version."""
+    if not (run_dir / CONFIG).is_file():
+        raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
+    try:
+        raw = yaml.safe_load((run_dir / CONFIG).read_text())
+    except yaml.YAMLError:
+        raise CheckpointError(f"{run_dir / CONFIG}: not valid YAML") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise CheckpointError(f"{run_dir / CONFIG}: not a disentangle run config")
+    version = raw.pop("version", None)
+    if str(version).split(".")[:2] != __version__.split(".")[:2]:
+        raise CheckpointError(f"{run_dir}: written by disentangle {version}, this is "
+                              f"{__version__}; re-run fit with this version")
+    return from_dict(raw)
+
+
+@dataclasses.dataclass
+class Run:
+    """A loaded run directory: its config, its split and its best model."""
+
+    path: Path
+    config: RunConfig
+    split: Split
+    model: FactorRecommender
+    best_epoch: int
+
+
+def load_run(run_dir: str | Path, device: str | None = "cpu") -> Run:
+    """Load a run directory written by :func:`fit` with its best model."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    split = load_split(run_dir)
+    model = MODELS[cfg.model_name](cfg.model, split.train)
+    tensors, meta = load_checkpoint(run_dir / BEST)
+    if meta.get("model") != cfg.model_name:
+        raise CheckpointError(f"{run_dir / BEST}: holds a {meta.get('model')!r} model, the "
+                              f"config names {cfg.model_name!r}")
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{run_dir / BEST}: does not match the config "
+                              f"({str(e).splitlines()[0]})") from None
+    model.to(resolve_device(device)).eval()
+    return Run(run_dir, cfg, split, model, meta["epoch"])
+
+
+# -- the whole run -------------------------------------------------------------------------
+def final_results(model: FactorRecommender, split: Split, train: TrainConfig,
+                  best_epoch: int) -> dict[str, Any]:
+    """Validation and test metrics of ``model`` and of popularity."""
+    device = next(model.parameters()).device
+    pop = popularity_scorer(split.train, device)
+    model.eval()
+
+    def both(score) -> dict[str, Any]:
+        return {name: evaluate(score, getattr(split, name), train.ks, train.eval_chunk, device)
+                for name in ("valid", "test")}
+
+    return {"protocol": split.protocol, "best_epoch": best_epoch, **both(model.score),
+            "popularity": both(pop)}
+
+
+def fit(cfg: RunConfig, run_dir: str | Path, device: str | None = None, progress: bool = True,
+        resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; with ``resume``, continue the run saved there (``cfg``
+    is then that run's config, from :func:`read_config`)."""
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    if resume:
+        split = load_split(run_dir)
+    else:
+        split = build_split(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_split(split, run_dir)
+    model = build_model(cfg, split)
+    atomic_write(run_dir / CONFIG, yaml.safe_dump(
+        {**cfg.to_dict(), "version": __version__}, sort_keys=False).encode())
+    trainer = Trainer(model, split, cfg.train, run_dir, dev, progress)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    results = final_results(model, split, cfg.train, trainer.best_epoch)
+    write_json(run_dir / RESULTS, results)
+    return results

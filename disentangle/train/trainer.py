@@ -1,0 +1,184 @@
+"""The one training loop every model shares.
+
+Each epoch runs ``model.batches`` / ``model.loss`` with Adam, evaluates on the validation set,
+appends a JSON line to ``metrics.jsonl``, keeps the best model by ``config.select``, and saves
+a resumable checkpoint (model, optimiser, global step, early-stopping state and RNG states),
+so a killed run continues where its last epoch ended and reaches the same result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.splits import Split
+from ..metrics.ranking import evaluate
+from ..models.base import FactorRecommender
+from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, save_checkpoint
+
+BEST, LAST, METRICS = "best.safetensors", "last.safetensors", "metrics.jsonl"
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch
+
+
+class Trainer:
+    """Train ``model`` on ``split`` and keep the best epoch.
+
+    Args:
+        model: a :class:`~disentangle.models.base.FactorRecommender`.
+        split: the data, from :func:`~disentangle.data.make_split`.
+        config: optimisation and selection settings.
+        run_dir: where checkpoints and ``metrics.jsonl`` go (``None``: keep nothing on disk).
+        device: torch device of the model.
+        progress: show progress bars.
+    """
+
+    def __init__(self, model: FactorRecommender, split: Split, config: TrainConfig,
+                 run_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 progress: bool = True) -> None:
+        self.model = model
+        self.split = split
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = torch.device(device)
+        self.progress = progress
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                          weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0  # epochs completed
+        self.step = 0  # updates made
+        self.best_value = -math.inf
+        self.best_epoch = 0
+        self.stale = 0  # evaluations since the last improvement
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- state ----------------------------------------------------------------------------
+    def _state_meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "stale": self.stale, "model": self.model.name}
+
+    def save(self) -> None:
+        """Write the resumable checkpoint ``last.safetensors``."""
+        opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.batches"] = self.generator.get_state()
+        save_checkpoint(self.run_dir / LAST, tensors, {**self._state_meta(), "optimizer": opt_meta})
+
+    def resume(self) -> None:
+        """Restore the state saved by :meth:`save` in ``run_dir``."""
+        tensors, meta = load_checkpoint(self.run_dir / LAST)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        load_optimizer(self.optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.generator.set_state(tensors["rng.batches"])
+        for key in ("epoch", "step", "best_value", "best_epoch", "stale"):
+            setattr(self, key, meta[key])
+        if (self.run_dir / BEST).exists():
+            self.best_state = {k[6:]: v for k, v in load_checkpoint(self.run_dir / BEST)[0].items()}
+        # drop metric lines of epochs that ran after the checkpoint (the run was killed)
+        path = self.run_dir / METRICS
+        if path.exists():
+            lines = [line for line in path.read_text().splitlines()
+                     if line.strip() and json.loads(line)["epoch"] <= self.epoch]
+            path.write_text("".join(f"{line}\n" for line in lines))
+
+    # -- loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train for the remaining epochs; return the best validation record."""
+        cfg = self.config
+        self.model.to(self.device)
+        epochs = tqdm(range(self.epoch, cfg.epochs), initial=self.epoch, total=cfg.epochs,
+                      desc=f"{self.model.name}", unit="epoch", disable=not self.progress,
+                      dynamic_ncols=True)
+        for _ in epochs:
+            record = self._train_epoch()
+            self.epoch += 1
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                record["valid"] = self.validate()
+                value = record["valid"][cfg.select]
+                if value > self.best_value:
+                    self.best_value, self.best_epoch, self.stale = value, self.epoch, 0
+                    self.best_state = {k: v.detach().clone() for k, v in
+                                       self.model.state_dict().items()}
+                    if self.run_dir is not None:
+                        save_checkpoint(self.run_dir / BEST,
+                                        {f"model.{k}": v for k, v in self.best_state.items()},
+                                        {**self._state_meta(), "valid": record["valid"]})
+                else:
+                    self.stale += 1
+                epochs.set_postfix(loss=f"{record['loss']:.4g}",
+                                   **{cfg.select: f"{value:.4f}",
+                                      "best": f"{self.best_value:.4f}@{self.best_epoch}"})
+            if self.run_dir is not None:
+                with open(self.run_dir / METRICS, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                self.save()
+            if cfg.patience and self.stale >= cfg.patience:
+                epochs.write(f"early stop after epoch {self.epoch}: no {cfg.select} "
+                             f"improvement in {cfg.patience} evaluations")
+                break
+        epochs.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return {"best_epoch": self.best_epoch, cfg.select: self.best_value}
+
+    def _train_epoch(self) -> dict[str, Any]:
+        self.model.train()
+        start = time.perf_counter()
+        totals: dict[str, float] = {}
+        n = 0
+        batches = tqdm(self.model.batches(self.split.train, self.generator), leave=False,
+                       desc=f"epoch {self.epoch + 1}", unit="batch",
+                       disable=not self.progress, dynamic_ncols=True)
+        for batch in batches:
+            loss, parts = self.model.loss(_to(batch, self.device), self.step)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step "
+                                    f"{self.step}; the last good checkpoint is kept")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            n += 1
+            for key, value in {"loss": loss.item(), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        return {"epoch": self.epoch + 1, "step": self.step,
+                **{k: v / max(n, 1) for k, v in totals.items()},
+                "seconds": round(time.perf_counter() - start, 4)}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        return self.evaluate(self.split.valid)
+
+    @torch.no_grad()
+    def evaluate(self, eval_set) -> dict[str, Any]:
+        self.model.eval()
+        return evaluate(self.model.score, eval_set, self.config.ks, self.config.eval_chunk,
+                        self.device)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+

@@ -1,0 +1,25 @@
+"""Shared fixtures. Real-data tests use ``../shared/data`` beside the repository (or
+``$DISENTANGLE_DATA``) and skip cleanly when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("DISENTANGLE_DATA",
+                             Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared data folder; skips the calling test when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+@pytest.fixture
+def shared():
+    """``shared("ml-100k")``: a shared data path, or skip the test."""
+    return shared_path

@@ -1,0 +1,65 @@
+"""Checkpoints: round trip, refusal of tampered, truncated and pickled files."""
+import pickle
+
+import pytest
+import torch
+
+from disentangle.train.checkpoint import (CheckpointError, load_checkpoint, load_optimizer,
+                                          optimizer_tensors, save_checkpoint)
+
+
+def test_round_trip_keeps_tensors_and_meta(tmp_path):
+    t = {"w": torch.randn(3, 4), "step": torch.tensor([7])}
+    save_checkpoint(tmp_path / "c.safetensors", t, {"epoch": 2, "name": "x"})
+    back, meta = load_checkpoint(tmp_path / "c.safetensors")
+    assert torch.equal(back["w"], t["w"]) and meta["epoch"] == 2 and meta["name"] == "x"
+
+
+def test_flipped_byte_is_refused(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.zeros(100)}, {"epoch": 1})
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.zeros(100)}, {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(CheckpointError, match="not a disentangle checkpoint"):
+        load_checkpoint(path)
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_pickle_crafted_to_run_code_is_refused_and_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps({"w": Boom()}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_optimizer_state_round_trips():
+    p = torch.nn.Parameter(torch.randn(5))
+    opt = torch.optim.Adam([p], lr=0.1)
+    p.sum().backward()
+    opt.step()
+    tensors, meta = optimizer_tensors(opt)
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = torch.optim.Adam([q], lr=0.5)
+    load_optimizer(opt2, tensors, meta)
+    for o in (opt, opt2):
+        o.zero_grad()
+    p.sum().backward()
+    q.sum().backward()
+    opt.step()
+    opt2.step()
+    assert torch.equal(p, q)
