@@ -49,14 +49,14 @@ class DataConfig:
     valid_ratio: float = 0.1
 
     def validate(self) -> None:
-        ModelConfig.check("data.protocol", self.protocol,
+        ModelConfig.check("protocol", self.protocol,
                           self.protocol in ("heldout", "ratio", "given"),
                           "heldout, ratio or given")
-        ModelConfig.check("data.heldout_users", self.heldout_users, self.heldout_users > 0,
+        ModelConfig.check("heldout_users", self.heldout_users, self.heldout_users > 0,
                           "a count >= 1 or a fraction in (0, 0.5)")
-        ModelConfig.check("data.min_user_interactions", self.min_user_interactions,
+        ModelConfig.check("min_user_interactions", self.min_user_interactions,
                           self.min_user_interactions >= 1, "an integer >= 1")
-        ModelConfig.check("data.valid_ratio", self.valid_ratio, 0 < self.valid_ratio < 1,
+        ModelConfig.check("valid_ratio", self.valid_ratio, 0 < self.valid_ratio < 1,
                           "a fraction in (0, 1)")
 
 
@@ -87,15 +87,15 @@ class TrainConfig:
     eval_chunk: int = 1024
 
     def validate(self) -> None:
-        ModelConfig.check("train.epochs", self.epochs, self.epochs >= 0, "an integer >= 0")
-        ModelConfig.check("train.lr", self.lr, self.lr > 0, "a number > 0")
-        ModelConfig.check("train.patience", self.patience, self.patience >= 0, "an integer >= 0")
-        ModelConfig.check("train.eval_every", self.eval_every, self.eval_every >= 1,
+        ModelConfig.check("epochs", self.epochs, self.epochs >= 0, "an integer >= 0")
+        ModelConfig.check("lr", self.lr, self.lr > 0, "a number > 0")
+        ModelConfig.check("patience", self.patience, self.patience >= 0, "an integer >= 0")
+        ModelConfig.check("eval_every", self.eval_every, self.eval_every >= 1,
                           "an integer >= 1")
-        ModelConfig.check("train.ks", self.ks, bool(self.ks) and min(self.ks) >= 1,
+        ModelConfig.check("ks", self.ks, bool(self.ks) and min(self.ks) >= 1,
                           "a list of cut-offs >= 1")
         metric, _, k = self.select.partition("@")
-        ModelConfig.check("train.select", self.select,
+        ModelConfig.check("select", self.select,
                           metric in ("ndcg", "recall", "recall_liang") and k.isdigit()
                           and int(k) in self.ks, f"ndcg@k or recall@k with k in {self.ks}")
 
@@ -201,8 +201,11 @@ def _merge(model: str | None, layers: list[dict]) -> RunConfig:
             values = dict(layer.get(section) or {})
             values.pop("name", None)
             _apply(section, getattr(cfg, section), values)
-    for section in (cfg.data, cfg.model, cfg.train):
-        section.validate()
+    for name in ("data", "model", "train"):
+        try:
+            getattr(cfg, name).validate()
+        except ValueError as e:
+            raise ConfigError(f"{name}.{e}") from None
     return cfg
 
 

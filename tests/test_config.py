@@ -37,7 +37,7 @@ def test_overrides_are_typed_and_applied_in_order(tmp_path):
     ("tau=1", "expected section.key=value"),
 ])
 def test_bad_override_is_a_one_line_error(override, message):
-    with pytest.raises(ConfigError if "out of range" not in message else ValueError) as e:
+    with pytest.raises(ConfigError) as e:
         resolve("macridvae", overrides=[override])
     assert message in str(e.value) and "\n" not in str(e.value)
 

@@ -1,0 +1,318 @@
+"""MacridVAE: macro- and micro-disentangled variational autoencoder for recommendation."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from disentangle.models.base import FactorRecommender, ModelConfig
+
+
+@dataclasses.dataclass
+class MacridVAEConfig(ModelConfig):
+    """Hyperparameters of :class:`MacridVAE`; the defaults are the paper's.
+
+    Args:
+        num_factors (int): number of macro factors (prototypes) :math:`K`. (default: ``7``)
+        dim (int): dimension :math:`d` of each factor's user vector, of the item table and of
+            the prototypes. (default: ``100``)
+        tau (float): temperature :math:`\\tau` of the cosine-similarity softmaxes.
+            (default: ``0.1``)
+        beta (float): final weight :math:`\\beta` of the KL term. (default: ``0.2``)
+        std0 (float): standard deviation :math:`\\sigma_0` of the Gaussian prior.
+            (default: ``0.075``)
+        dropout (float): dropout rate on the normalised input rows (the reference's
+            ``1 - keep``). (default: ``0.5``)
+        batch_size (int): users per training batch. (default: ``500``)
+        nogb (bool): use the plain softmax for the item-factor assignment in training instead
+            of a Gumbel-softmax sample. (default: ``False``)
+        reg (float): L2 penalty :math:`\\lambda` on the encoder weights, the item table and the
+            prototypes (not the biases), added as :math:`\\lambda \\sum \\|W\\|_2^2`.
+            (default: ``0.0``)
+    """
+
+    num_factors: int = 7
+    dim: int = 100
+    tau: float = 0.1
+    beta: float = 0.2
+    std0: float = 0.075
+    dropout: float = 0.5
+    batch_size: int = 500
+    nogb: bool = False
+    reg: float = 0.0
+
+    def validate(self) -> None:
+        self.check("num_factors", self.num_factors, self.num_factors >= 1, "an integer >= 1")
+        self.check("dim", self.dim, self.dim >= 1, "an integer >= 1")
+        self.check("tau", self.tau, self.tau > 0, "a float > 0")
+        self.check("beta", self.beta, self.beta >= 0, "a float >= 0")
+        self.check("std0", self.std0, self.std0 > 0, "a float > 0")
+        self.check("dropout", self.dropout, 0 <= self.dropout < 1, "a float in [0, 1)")
+        self.check("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        self.check("reg", self.reg, self.reg >= 0, "a float >= 0")
+
+
+class MacridVAE(FactorRecommender):
+    r"""The MacridVAE model from the `"Learning Disentangled Representations for
+    Recommendation" <https://arxiv.org/abs/1910.14238>`_ paper (Ma et al., NeurIPS 2019),
+    following the authors' reference implementation.
+
+    **Macro disentanglement.** Item :math:`i` (vector :math:`\mathbf{h}_i`) is softly assigned
+    to the :math:`K` prototypes :math:`\mathbf{m}_k` by
+
+    .. math::
+        c_{ik} = \operatorname{softmax}_k\big(\cos(\mathbf{h}_i, \mathbf{m}_k) / \tau\big),
+
+    replaced in training by a Gumbel-softmax sample at temperature 1 (unless ``nogb``).
+
+    **Encoder.** For each factor the user's row :math:`\mathbf{x}_u` is masked by the
+    assignment, normalised and dropped out (independently per factor), then passed through
+    :math:`f` (a context-embedding table of shape :math:`M \times d` plus bias, tanh, and a
+    :math:`d \to 2d` linear layer) shared over factors:
+
+    .. math::
+        (\mathbf{a}_u^{(k)}, \mathbf{b}_u^{(k)}) =
+            f\Big(\operatorname{dropout}\big(\mathbf{x}_u^{(k)} / \|\mathbf{x}_u^{(k)}\|_2\big)
+            \Big), \qquad x_{ui}^{(k)} = x_{ui}\, c_{ik},
+
+    .. math::
+        \boldsymbol{\mu}_u^{(k)} = \mathbf{a}_u^{(k)} / \|\mathbf{a}_u^{(k)}\|_2, \qquad
+        \boldsymbol{\sigma}_u^{(k)} = \sigma_0 \exp(-\mathbf{b}_u^{(k)} / 2), \qquad
+        \mathbf{z}_u^{(k)} = \boldsymbol{\mu}_u^{(k)} + \boldsymbol{\epsilon} \odot
+            \boldsymbol{\sigma}_u^{(k)}
+
+    (:math:`\mathbf{z} = \boldsymbol{\mu}` outside training).
+
+    **Micro disentanglement.** A :math:`\beta`-weighted KL term against
+    :math:`\mathcal{N}(\mathbf{0}, \sigma_0^2 \mathbf{I})`. Since :math:`\boldsymbol{\mu}`
+    has unit norm, its part of the KL is constant and dropped; with
+    :math:`\ell = -\mathbf{b} = \ln \sigma^2 - \ln \sigma_0^2`,
+
+    .. math::
+        \mathrm{KL} = \sum_k \frac{1}{B} \sum_u \sum_j \tfrac12
+            \big(-\ell_{ukj} + e^{\ell_{ukj}} - 1\big).
+
+    **Decoder.** A mixture over factors, softmax over all :math:`M` items:
+
+    .. math::
+        \log p(i \mid u) = \operatorname{log\,softmax}_i \Big( \operatorname{logsumexp}_k
+            \big( \cos(\mathbf{z}_u^{(k)}, \mathbf{h}_i) / \tau + \log c_{ik} \big) \Big).
+
+    **Loss** at update :math:`t` (0-based), with :math:`T` updates per epoch:
+
+    .. math::
+        \mathcal{L} = -\frac{1}{B} \sum_u \sum_i x_{ui} \log p(i \mid u)
+            + \min\!\big(\beta, \tfrac{t}{5T}\big)\, \mathrm{KL}
+            + \lambda \big(\|\mathbf{W}_{\mathrm{ctx}}\|^2 + \|\mathbf{W}_{\mathrm{out}}\|^2
+            + \|\mathbf{H}\|^2 + \|\mathbf{M}\|^2\big).
+
+    The encoder reads sparse rows: the first layer is a weighted sum of context-table rows
+    over each user's nonzeros (one bag per user and factor), so no dense :math:`B \times M`
+    input is ever built.
+
+    Args:
+        config (MacridVAEConfig): the hyperparameters (validated here).
+        train_data (InteractionData): the training interactions; fixes the number of items
+            :math:`M` and the number of updates per epoch used by the KL annealing.
+    """
+
+    name = "macridvae"
+    Config = MacridVAEConfig
+    supports_new_users = True
+
+    def __init__(self, config: MacridVAEConfig, train_data) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.num_items = int(train_data.num_items)
+        self.num_factors = config.num_factors
+        self.dim = d = config.dim
+        M, K = self.num_items, self.num_factors
+
+        self.items = torch.nn.Parameter(torch.empty(M, d))       # decoder item table H
+        self.prototypes = torch.nn.Parameter(torch.empty(K, d))  # macro factors M
+        self.context = torch.nn.Parameter(torch.empty(M, d))     # encoder layer 1 (table)
+        self.context_bias = torch.nn.Parameter(torch.empty(d))
+        self.head = torch.nn.Linear(d, 2 * d)                    # encoder layer 2: (a, b)
+        self.updates_per_epoch = _updates_per_epoch(train_data.csr, config.batch_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform weights, item table and prototypes; truncated-normal biases with
+        standard deviation 0.001 (cut at two standard deviations), as in the reference."""
+        for w in (self.items, self.prototypes, self.context, self.head.weight):
+            torch.nn.init.xavier_uniform_(w)
+        for b in (self.context_bias, self.head.bias):
+            torch.nn.init.trunc_normal_(b, std=1e-3, a=-2e-3, b=2e-3)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_items={self.num_items}, "
+                f"num_factors={self.num_factors}, dim={self.dim})")
+
+    # -- the model ------------------------------------------------------------------------
+    def factor_log_weights(self, sample: bool = False) -> Tensor:
+        """``M x K`` log item-factor weights :math:`\\log c_{ik}`; a Gumbel-softmax sample at
+        temperature 1 when ``sample`` (and not ``nogb``), else the softmax."""
+        logits = (F.normalize(self.items, dim=-1) @ F.normalize(self.prototypes, dim=-1).T
+                  / self.config.tau)
+        if sample and not self.config.nogb:
+            # Clamping u keeps the Gumbel noise finite, hence log c finite (no -inf below).
+            u = torch.rand_like(logits).clamp_min(torch.finfo(logits.dtype).tiny)
+            logits = logits - torch.log(-torch.log(u))
+        # Staying in log space keeps log c finite where c itself would underflow to 0.
+        return logits.log_softmax(dim=-1)
+
+    def encode(self, history: Tensor, log_c: Tensor, train: bool = False
+               ) -> tuple[Tensor, Tensor]:
+        """Posterior parameters: ``B x K x d`` unit-norm means :math:`\\mu` and ``B x K x d``
+        log-variance offsets :math:`\\ell = \\ln\\sigma^2 - \\ln\\sigma_0^2`.
+
+        Args:
+            history (Tensor): sparse CSR/COO (or dense) ``B x M`` input rows.
+            log_c (Tensor): ``M x K`` log item-factor weights.
+            train (bool): apply dropout. (default: ``False``)
+        """
+        crow, cols, vals = self._unpack(history)
+        B, K, E = crow.numel() - 1, self.num_factors, cols.numel()
+        rows = torch.repeat_interleave(torch.arange(B, device=cols.device), crow.diff())
+        x = vals[:, None] * log_c.exp()[cols]                   # E x K: x_ui * c_ik
+        sq = x.new_zeros(B, K).index_add_(0, rows, x * x)
+        # Same epsilon as tf.nn.l2_normalize; empty rows stay zero instead of NaN.
+        x = x * sq.clamp_min(1e-12).rsqrt()[rows]
+        x = F.dropout(x, self.config.dropout, training=train)  # one mask per (item, factor)
+        # One bag per (factor, user): the sum of context rows weighted by the sparse input.
+        offsets = (crow[:-1][None, :] + E * torch.arange(K, device=cols.device)[:, None])
+        h = F.embedding_bag(cols.repeat(K), self.context, offsets.reshape(-1), mode="sum",
+                            per_sample_weights=x.T.reshape(-1))
+        h = self.head(torch.tanh(h + self.context_bias))
+        h = h.view(K, B, 2 * self.dim).transpose(0, 1)
+        return F.normalize(h[..., :self.dim], dim=-1), -h[..., self.dim:]
+
+    def decode(self, z: Tensor, log_c: Tensor | None = None) -> Tensor:
+        """``B x M`` log-probabilities :math:`\\log p(i \\mid u)` from ``B x K x d`` factor
+        vectors ``z`` and ``M x K`` log item-factor weights ``log_c`` (default: the eval-mode
+        softmax, so ``model.decode`` alone maps latents to scores, e.g. for traversals)."""
+        if log_c is None:
+            log_c = self.factor_log_weights()
+        cos = F.normalize(z, dim=-1) @ F.normalize(self.items, dim=-1).T  # B x K x M
+        # log sum_k c_ik exp(cos/tau), without ever exponentiating a 1/tau-scaled value.
+        return torch.logsumexp(cos / self.config.tau + log_c.T, dim=1).log_softmax(dim=-1)
+
+    def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:
+        """``B x M`` log-probabilities and the KL term; stochastic in training mode (Gumbel
+        sample, dropout, reparameterised noise), deterministic in eval mode."""
+        train = self.training
+        log_c = self.factor_log_weights(sample=train)
+        mu, lnvar = self.encode(history, log_c, train)
+        kl = (0.5 * (-lnvar + lnvar.exp() - 1)).sum(-1).mean(0).sum()
+        z = mu
+        if train:
+            z = mu + torch.randn_like(mu) * self.config.std0 * torch.exp(0.5 * lnvar)
+        return self.decode(z, log_c), kl
+
+    def _unpack(self, history: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """CSR pieces (crow, col, values) of ``history`` on the model's device."""
+        history = history.to(self.items.device)
+        if history.layout == torch.sparse_coo:
+            history = history.coalesce().to_sparse_csr()
+        elif history.layout == torch.strided:
+            history = history.to_sparse_csr()
+        elif history.layout != torch.sparse_csr:
+            raise ValueError(f"history layout {history.layout} is not supported")
+        return (history.crow_indices().long(), history.col_indices().long(),
+                history.values().to(self.items.dtype))
+
+    # -- training -------------------------------------------------------------------------
+    def batches(self, train, generator: torch.Generator) -> Iterator[Tensor]:
+        """One epoch: the users with at least one interaction, shuffled with ``generator``,
+        in sparse CSR ``batch_size x M`` float rows."""
+        csr = train.csr
+        self.updates_per_epoch = _updates_per_epoch(csr, self.config.batch_size)
+        active = torch.from_numpy(np.flatnonzero(np.diff(csr.indptr)))
+        order = active[torch.randperm(active.numel(), generator=generator)]
+        for chunk in order.split(self.config.batch_size):
+            rows = csr[chunk.numpy()]
+            yield torch.sparse_csr_tensor(
+                torch.from_numpy(rows.indptr).long(), torch.from_numpy(rows.indices).long(),
+                torch.from_numpy(rows.data).float(), size=rows.shape,
+                check_invariants=False)  # scipy built it: valid by construction
+
+    def anneal(self, step: int) -> float:
+        """KL weight after ``step`` updates: reaches ``beta`` after five epochs' worth of
+        updates at slope 1 (i.e. after one epoch for ``beta = 0.2``), as in the reference."""
+        return min(self.config.beta, step / (5 * self.updates_per_epoch))
+
+    def loss(self, batch: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
+        """Negative annealed ELBO (plus the L2 penalty) of the sparse rows ``batch`` at
+        0-based update ``step``."""
+        logp, kl = self(batch)
+        crow, cols, vals = self._unpack(batch)
+        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=cols.device),
+                                       crow.diff())
+        # Multinomial likelihood read at the nonzeros only: -sum_i x_ui log p(i|u).
+        recon = -(vals * logp[rows, cols]).sum() / logp.shape[0]
+        anneal = self.anneal(step)
+        loss = recon + anneal * kl
+        if self.config.reg > 0:
+            loss = loss + self.config.reg * sum(
+                w.square().sum()
+                for w in (self.context, self.head.weight, self.items, self.prototypes))
+        return loss, {"recon": recon.item(), "kl": kl.item(), "anneal": anneal}
+
+    # -- ranking --------------------------------------------------------------------------
+    def score(self, users: Tensor, history: Tensor) -> Tensor:
+        """``B x M`` eval-mode log-probabilities :math:`\\log p(i \\mid u)` (``users`` is
+        ignored: the model reads ``history``)."""
+        log_c = self.factor_log_weights()
+        mu, _ = self.encode(history, log_c)
+        return self.decode(mu, log_c)
+
+    # -- K-factor contract (all deterministic, eval-mode) ----------------------------------
+    def item_factor_weights(self) -> Tensor:
+        """``M x K`` :math:`c_{ik}`: softmax over factors of
+        :math:`\\cos(\\mathbf{h}_i, \\mathbf{m}_k)/\\tau`."""
+        return self.factor_log_weights().exp()
+
+    def user_factor_weights(self, users: Tensor, history: Tensor) -> Tensor:
+        """``B x K`` share of each factor in the user's history,
+        :math:`\\sum_i x_{ui} c_{ik} / \\sum_i x_{ui}` (uniform for an empty history)."""
+        crow, cols, vals = self._unpack(history)
+        B = crow.numel() - 1
+        rows = torch.repeat_interleave(torch.arange(B, device=cols.device), crow.diff())
+        mass = vals.new_zeros(B, self.num_factors).index_add_(
+            0, rows, vals[:, None] * self.item_factor_weights()[cols])
+        total = mass.sum(-1, keepdim=True)
+        uniform = torch.full_like(mass, 1.0 / self.num_factors)
+        return torch.where(total > 0, mass / total.clamp_min(1e-30), uniform)
+
+    def factor_embeddings(self, users: Tensor, history: Tensor) -> Tensor:
+        """``B x K x d`` posterior means :math:`\\boldsymbol{\\mu}_u^{(k)}` (unit norm)."""
+        return self.encode(history, self.factor_log_weights())[0]
+
+    def item_factor_embeddings(self) -> Tensor:
+        """``M x K x d`` :math:`c_{ik}\\, \\mathbf{h}_i / \\|\\mathbf{h}_i\\|`: the item's unit
+        vector (the decoder uses one vector for all factors) scaled by its weight in each
+        factor, so an item shows up mainly in the factors it belongs to."""
+        return self.item_factor_weights()[:, :, None] * F.normalize(self.items, dim=-1)[:, None]
+
+    def explain(self, users: Tensor, history: Tensor, items: Tensor) -> Tensor:
+        """``B x N x K`` posterior share of each factor in :math:`p(i \\mid u)` for the
+        ``B x N`` item indices ``items``:
+        :math:`\\operatorname{softmax}_k(\\cos(\\boldsymbol{\\mu}_u^{(k)}, \\mathbf{h}_i)/\\tau
+        + \\log c_{ik})`."""
+        log_c = self.factor_log_weights()
+        mu, _ = self.encode(history, log_c)
+        items = items.to(mu.device)
+        vecs = F.normalize(self.items, dim=-1)[items]                   # B x N x d
+        cos = torch.einsum("bkd,bnd->bnk", mu, vecs)
+        return (cos / self.config.tau + log_c[items]).softmax(dim=-1)
+
+
+def _updates_per_epoch(csr, batch_size: int) -> int:
+    active = int((np.diff(csr.indptr) > 0).sum())
+    return max(1, math.ceil(active / batch_size))

@@ -1,0 +1,78 @@
+"""The command line through click's test runner, on the embedded dataset."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from disentangle_cli.main import main
+
+FAST = ["--epochs", "2", "--set", "model.dim=16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    result = CliRunner().invoke(main, ["fit", "--model", "macridvae", "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_fit_writes_a_run_and_prints_test_metrics_beside_popularity(vae_run):
+    out, output = vae_run
+    assert "Recall@k = hits / min(k, |test|) (Liang et al.)" in output
+    assert "popularity" in output and "ndcg@100" in output
+    for name in ("config.yaml", "data.json", "split.safetensors", "metrics.jsonl",
+                 "best.safetensors", "last.safetensors", "results.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "results.json").read_text())["protocol"] == "heldout"
+
+
+def test_evaluate_reproduces_the_fit_results(vae_run):
+    out, output = vae_run
+    result = CliRunner().invoke(main, ["evaluate", str(out)])
+    assert result.exit_code == 0, result.output
+    table = lambda text: [l for l in text.splitlines() if l.startswith(("ndcg", "recall"))]  # noqa
+    assert table(result.output) == table(output)
+
+
+def test_recommend_prints_titles_and_factors(vae_run):
+    out, _ = vae_run
+    user = json.loads((out / "data.json").read_text())["user_ids"][0]
+    result = CliRunner().invoke(main, ["recommend", str(out), "--user", user, "-k", "5"])
+    assert result.exit_code == 0, result.output
+    rows = [l for l in result.output.splitlines()[2:] if l.strip()]
+    assert len(rows) == 5 and all("(" in r for r in rows)  # MovieLens titles carry the year
+
+
+def test_recommend_unknown_user_is_a_one_line_usage_error(vae_run):
+    out, _ = vae_run
+    result = CliRunner().invoke(main, ["recommend", str(out), "--user", "nobody"])
+    assert result.exit_code == 2
+    assert "unknown user id 'nobody'" in result.output
+
+
+def test_bad_config_value_is_one_line_with_exit_code_2(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--model", "macridvae", "--set", "model.tau=-1",
+                                       "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: model.tau=-1.0 is out of range: expected a "
+                                     "float > 0")
+
+
+def test_datasets_lists_the_embedded_one_with_counts():
+    result = CliRunner().invoke(main, ["datasets"])
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("ml-latest-small"))
+    assert "603 users" in line and "6298 items" in line and "48562 interactions" in line
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import sys; from disentangle_cli.main import main; "
+            "assert 'torch' not in sys.modules, 'torch imported by --help'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for cmd in ([], ["fit"], ["evaluate"], ["recommend"], ["datasets"]):
+        result = CliRunner().invoke(main, [*cmd, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
