@@ -1,0 +1,338 @@
+"""DisenGCN recommender: the K-factor contract, the training objective, and that it learns."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from disentangle.data.interactions import InteractionData
+from disentangle.models.disengcn import (DisenGCN, DisenGCNConfig,
+                                         channel_distance_correlation)
+from disentangle.nn.disen_conv import DisenConv
+
+K, D = 4, 8
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Graphs here are tiny: a second thread only adds start-up waits to every sparse kernel.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def clustered(num_clusters=4, users_per=15, items_per=10, per_user=6, seed=0):
+    """Users of cluster c interact only with items of cluster c; one item per user is held
+    out. The last item has no interactions at all."""
+    rng = np.random.default_rng(seed)
+    users, items, held_out = [], [], []
+    for c in range(num_clusters):
+        for u in range(c * users_per, (c + 1) * users_per):
+            chosen = rng.choice(items_per, per_user + 1, replace=False) + c * items_per
+            users += [u] * per_user
+            items += list(chosen[:-1])
+            held_out.append(chosen[-1])
+    num_users, num_items = num_clusters * users_per, num_clusters * items_per + 1
+    data = InteractionData(np.array(users), np.array(items), np.arange(num_users),
+                           np.arange(num_items))
+    return data, np.array(held_out)
+
+
+def make(data, **kwargs):
+    torch.manual_seed(0)
+    kwargs = dict(dict(num_factors=K, factor_dim=D, batch_size=64), **kwargs)
+    return DisenGCN(DisenGCNConfig(**kwargs), data)
+
+
+def history(data, users):
+    rows = data.csr[users.numpy()]
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(rows.indptr),
+                                       torch.from_numpy(rows.indices),
+                                       torch.from_numpy(rows.data), rows.shape)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered()[0]
+
+
+def test_contract_shapes_and_distributions(data):
+    model = make(data).eval()
+    users = torch.tensor([0, 5, 59])
+    hist = history(data, users)
+    items = torch.tensor([[0, 1], [2, 40], [39, 3]])
+    assert model.num_factors == K and model.name == "disengcn"
+    assert not model.supports_new_users
+    assert model.score(users, hist).shape == (3, data.num_items)
+    assert model.factor_embeddings(users, hist).shape == (3, K, D)
+    assert model.item_factor_embeddings().shape == (data.num_items, K, D)
+    for weights in (model.item_factor_weights(), model.user_factor_weights(users, hist),
+                    model.explain(users, hist, items)):
+        assert (weights >= 0).all()
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert model.item_factor_weights().shape == (data.num_items, K)
+    assert model.user_factor_weights(users, hist).shape == (3, K)
+    assert model.explain(users, hist, items).shape == (3, 2, K)
+
+
+def test_scores_are_inner_products_of_the_factor_embeddings(data):
+    model = make(data).eval()
+    users = torch.arange(data.num_users)
+    u = model.factor_embeddings(users, None)
+    i = model.item_factor_embeddings()
+    torch.testing.assert_close(model.score(users, None), torch.einsum("bkd,mkd->bm", u, i))
+
+
+def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
+    model = make(data, num_layers=2).eval()
+    x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
+    n = data.num_users
+    users, items = data.edge_index
+    edge_index = torch.cat([torch.stack([items + n, users]), torch.stack([users, items + n])], 1)
+    conv = DisenConv(K * D, K, iterations=2, self_loops="keep", fused=False)
+    layer1 = conv(x, edge_index)
+    layer2 = conv(layer1, edge_index)
+    ego = F.normalize(x.view(-1, K, D), dim=-1).flatten(1)
+    expected = torch.stack([ego, layer1, layer2]).mean(0).view(-1, K, D)
+    torch.testing.assert_close(model.item_factor_embeddings(), expected[n:])
+    torch.testing.assert_close(model.factor_embeddings(torch.arange(n), None), expected[:n])
+    last = make(data, num_layers=2, layer_combine="last").eval()
+    torch.testing.assert_close(last.item_factor_embeddings(), layer2.view(-1, K, D)[n:])
+
+
+def test_factor_weights_average_both_directions_of_each_interaction(data):
+    model = make(data).eval()
+    x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
+    n, (users, items) = data.num_users, data.edge_index
+    conv = DisenConv(K * D, K, iterations=2, self_loops="keep", fused=False)
+    _, (_, to_users) = conv(x, torch.stack([items + n, users]), return_routing=True)
+    _, (_, to_items) = conv(x, torch.stack([users, items + n]), return_routing=True)
+    per_edge = (to_users + to_items) / 2
+    expected_items = torch.full((data.num_items, K), 1.0 / K)  # the last item has no edges
+    for i in range(data.num_items - 1):
+        expected_items[i] = per_edge[items == i].mean(0)
+    torch.testing.assert_close(model.item_factor_weights(), expected_items)
+    for u in (0, 17, 59):
+        torch.testing.assert_close(model.user_factor_weights(torch.tensor([u]), None)[0],
+                                   per_edge[users == u].mean(0))
+
+
+def test_explain_splits_the_score_into_positive_factor_parts(data):
+    model = make(data).eval()
+    users, items = torch.tensor([3, 30]), torch.tensor([[1, 2, 40], [30, 31, 0]])
+    got = model.explain(users, None, items)
+    u, i = model.factor_embeddings(users, None), model.item_factor_embeddings()
+    for b in range(2):
+        for n in range(3):
+            parts = [max(float(u[b, k] @ i[items[b, n], k]), 0.0) for k in range(K)]
+            expected = [p / sum(parts) for p in parts] if sum(parts) > 0 else [1 / K] * K
+            torch.testing.assert_close(got[b, n], torch.tensor(expected))
+
+
+def test_explain_is_uniform_when_no_factor_contributes_positively(data):
+    model = make(data).eval()
+    user = model.factor_embeddings(torch.tensor([0]), None)[0]
+    # Item 40 has no interactions, so its representation is its normalised embedding: point
+    # every channel against the user's and every factor's part of the score is negative.
+    with torch.no_grad():
+        model.item_embedding.weight[40] = -user.flatten()
+    assert (model.item_factor_embeddings()[40] * user).sum(-1).max() < 0
+    torch.testing.assert_close(model.explain(torch.tensor([0]), None, torch.tensor([[40]])),
+                               torch.full((1, 1, K), 1.0 / K))
+
+
+def test_loss_is_bpr_plus_weighted_l2_and_channel_correlation(data):
+    model = make(data, reg_weight=0.1, cor_weight=0.5, cor_sample=5)
+    users, pos, neg = torch.tensor([0, 0, 20]), torch.tensor([1, 3, 12]), torch.tensor([30, 40, 5])
+    loss, parts = model.loss((users, pos, neg), step=0)
+    with torch.no_grad():
+        u_out, i_out = model.embed()
+        ego_u, ego_i = model.user_embedding.weight, model.item_embedding.weight
+        bprs, sq = [], 0.0
+        for u, p, n in zip(users.tolist(), pos.tolist(), neg.tolist()):
+            diff = float((u_out[u] * i_out[p]).sum() - (u_out[u] * i_out[n]).sum())
+            bprs.append(-math.log(1 / (1 + math.exp(-diff))))
+            sq += float(ego_u[u].pow(2).sum() + ego_i[p].pow(2).sum() + ego_i[n].pow(2).sum())
+        bpr, reg = np.mean(bprs), 0.5 * sq / 3
+        sample = torch.cat([u_out[torch.tensor([0, 20])], i_out[torch.tensor([1, 3, 12])]])
+        cor = float(channel_distance_correlation(sample))
+    assert parts["bpr"] == pytest.approx(bpr, rel=1e-5)
+    assert parts["reg"] == pytest.approx(reg, rel=1e-5)
+    assert parts["cor"] == pytest.approx(cor, rel=1e-5)
+    assert loss.item() == pytest.approx(bpr + 0.1 * reg + 0.5 * cor, rel=1e-5)
+
+
+def test_correlation_term_is_skipped_when_its_weight_is_zero(data):
+    model = make(data, cor_weight=0.0)
+    _, parts = model.loss(next(model.batches(data, torch.Generator().manual_seed(0))), 0)
+    assert parts["cor"] == 0.0
+
+
+def dcor_reference(x, y):
+    """Sample distance correlation from its definition (Székely, Rizzo & Bakirov, 2007)."""
+    def centred(v):
+        a = np.linalg.norm(v[:, None] - v[None], axis=-1)
+        return a - a.mean(0) - a.mean(1)[:, None] + a.mean()
+    a, b = centred(x), centred(y)
+    return np.sqrt((a * b).mean()) / np.sqrt(np.sqrt((a * a).mean() * (b * b).mean()))
+
+
+def test_channel_distance_correlation_matches_its_definition():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, 5, generator=gen, dtype=torch.float64)
+    x[:, 2] = x[:, 0] ** 2 + 0.1 * x[:, 2]  # dependent but uncorrelated-ish channel
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    expected = np.mean([dcor_reference(x[:, a].numpy(), x[:, b].numpy()) for a, b in pairs])
+    assert float(channel_distance_correlation(x)) == pytest.approx(expected, rel=1e-4)
+    same = x[:, :1].expand(40, 2, 5)
+    assert float(channel_distance_correlation(same)) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_batches_cover_every_training_edge_once(data):
+    model = make(data, batch_size=50)
+    batches = list(model.batches(data, torch.Generator().manual_seed(1)))
+    assert data.num_interactions == 360
+    assert [len(b[0]) for b in batches] == [50] * 7 + [10]
+    users, pos, neg = (torch.cat(parts).numpy() for parts in zip(*batches))
+    got = sorted(zip(users.tolist(), pos.tolist()))
+    assert got == sorted(zip(data.users.tolist(), data.items.tolist()))
+    positives = set(zip(data.users.tolist(), data.items.tolist()))
+    assert not any((u, j) in positives for u, j in zip(users.tolist(), neg.tolist()))
+    assert ((0 <= neg) & (neg < data.num_items)).all()
+
+
+def test_batches_are_reproducible_and_differ_between_seeds(data):
+    model = make(data)
+
+    def epoch(seed):
+        return torch.cat([torch.stack(b) for b in model.batches(
+            data, torch.Generator().manual_seed(seed))], dim=1)
+
+    assert torch.equal(epoch(3), epoch(3))
+    assert not torch.equal(epoch(3), epoch(4))
+
+
+def test_negatives_without_rejection_are_uniform_over_all_items(data):
+    model = make(data, reject_positives=False, batch_size=10_000)
+    neg = torch.cat([next(model.batches(data, torch.Generator().manual_seed(s)))[2]
+                     for s in range(30)])
+    positives = set(zip(data.users.tolist(), data.items.tolist()))
+    users = torch.cat([next(model.batches(data, torch.Generator().manual_seed(s)))[0]
+                       for s in range(30)])
+    hits = np.mean([(u, j) in positives for u, j in zip(users.tolist(), neg.tolist())])
+    assert hits == pytest.approx(6 / data.num_items, abs=0.03)  # 6 positives per user
+    counts = torch.bincount(neg, minlength=data.num_items).float()
+    assert counts.min() > 0.5 * counts.mean()
+
+
+def test_eval_cache_is_reused_and_invalidated(data, monkeypatch):
+    model = make(data)
+    calls = []
+    propagate = model._propagate
+    monkeypatch.setattr(model, "_propagate", lambda **kw: calls.append(1) or propagate(**kw))
+    model.eval()
+    first = model.score(torch.tensor([0]), None)
+    model.item_factor_weights()
+    model.factor_embeddings(torch.tensor([1]), None)
+    assert len(calls) == 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    model.train()
+    loss, _ = model.loss(next(model.batches(data, torch.Generator().manual_seed(0))), 0)
+    loss.backward()
+    optimizer.step()
+    model.eval()
+    assert not torch.allclose(model.score(torch.tensor([0]), None), first)
+    calls.clear()
+    with torch.no_grad():  # an in-place update while in eval mode
+        model.item_embedding.weight.mul_(-1)
+    model.score(torch.tensor([0]), None)
+    model.score(torch.tensor([0]), None)
+    assert len(calls) == 1
+    model.train()
+    model.score(torch.tensor([0]), None)
+    model.score(torch.tensor([0]), None)
+    assert len(calls) == 3  # training mode never caches
+
+
+def test_switching_mode_drops_the_cache(data):
+    model = make(data).eval()
+    before = model.score(torch.tensor([0]), None)
+    model.convs[0].tau = 0.05  # not a parameter: only the mode switch makes it visible
+    torch.testing.assert_close(model.score(torch.tensor([0]), None), before)
+    model.train().eval()
+    assert not torch.allclose(model.score(torch.tensor([0]), None), before)
+
+
+def test_gradients_are_finite_and_reach_only_the_batch_neighbourhood(data):
+    model = make(data, cor_weight=0.01)
+    batch = (torch.tensor([0]), torch.tensor([1]), torch.tensor([40]))
+    loss, _ = model.loss(batch, 0)
+    loss.backward()
+    for p in model.parameters():
+        assert torch.isfinite(p.grad).all()
+    user_grad = model.user_embedding.weight.grad.abs().sum(1)
+    item_grad = model.item_embedding.weight.grad.abs().sum(1)
+    item_1_users = torch.from_numpy(data.users[data.items == 1])
+    user_0_items = torch.from_numpy(data.items[data.users == 0])
+    assert (user_grad[item_1_users] > 0).all() and (item_grad[user_0_items] > 0).all()
+    assert item_grad[40] > 0
+    # One layer and no gradient through the routing: a user in another cluster is neither in
+    # the batch nor a neighbour of items 1 or 40, and gets no gradient.
+    assert user_grad[59] == 0 and item_grad[35] == 0
+
+
+def recall_at(model, data, held_out, k=5):
+    users = torch.arange(data.num_users)
+    scores = model.score(users, None)
+    scores[torch.from_numpy(data.users), torch.from_numpy(data.items)] = -np.inf
+    top = scores.topk(k, dim=1).indices
+    return (top == torch.from_numpy(held_out).unsqueeze(1)).any(1).float().mean().item()
+
+
+def test_training_lowers_the_loss_and_beats_random_recall():
+    data, held_out = clustered()
+    model = make(data, batch_size=128, cor_weight=0.01)
+    untrained = recall_at(model.eval(), data, held_out)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    gen = torch.Generator().manual_seed(0)
+    epoch_loss = []
+    for epoch in range(25):
+        model.train()
+        total = 0.0
+        for step, batch in enumerate(model.batches(data, gen)):
+            optimizer.zero_grad()
+            loss, parts = model.loss(batch, step)
+            loss.backward()
+            optimizer.step()
+            total += parts["bpr"]
+        epoch_loss.append(total)
+    trained = recall_at(model.eval(), data, held_out)
+    assert np.mean(epoch_loss[-3:]) < 0.7 * np.mean(epoch_loss[:3])
+    chance = 5 / (data.num_items - 6)
+    assert trained > 0.6 > 2 * max(untrained, chance)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("num_factors", 0), ("factor_dim", 0), ("num_layers", 0), ("iterations", 0), ("tau", 0.0),
+    ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("batch_size", 0),
+    ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1),
+])
+def test_invalid_config_names_the_field(data, field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        make(data, **{field: value})
+
+
+def test_batches_refuse_another_catalogue(data):
+    other = data.subset_items(np.arange(data.num_items) < 20)
+    with pytest.raises(ValueError, match="items"):
+        next(make(data).batches(other, torch.Generator()))
+
+
+def test_repr_names_the_sizes(data):
+    assert repr(make(data)) == ("DisenGCN(users=60, items=41, factors=4x8, layers=1, "
+                                "iterations=2)")

@@ -1,0 +1,289 @@
+"""DisenConv against a slow per-node, per-edge, per-factor transcription of DisenGCN's routing."""
+import pytest
+import torch
+
+from disentangle.nn.disen_conv import DisenConv
+
+K, D = 3, 4
+KERNELS = [pytest.param(True, id="fused"), pytest.param(False, id="gather")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Graphs here are tiny: a second thread only adds start-up waits to every sparse kernel.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unit(v):
+    return v / v.norm().clamp(min=1e-12)
+
+
+def reference(x_src, x_dst, edges, iterations, tau, frozen=False):
+    """DisenGCN's neighbourhood routing, one node, one edge and one factor at a time.
+
+    Returns the output rows (list of K-lists of d-vectors) and the routing weights of the last
+    iteration (one K-list per edge). With ``frozen``, every routing weight is computed from a
+    detached copy of the inputs, so gradients pass only through the final weighted sum.
+    """
+    def factors(x):
+        return [[unit(x[n, k * D:(k + 1) * D]) for k in range(K)] for n in range(x.size(0))]
+
+    z_src, z_dst = factors(x_src), factors(x_dst)
+    if frozen:
+        z_src_r, z_dst_r = factors(x_src.detach()), factors(x_dst.detach())
+    else:
+        z_src_r, z_dst_r = z_src, z_dst
+    c = [list(z) for z in z_dst_r]
+    for t in range(iterations):
+        routing = []
+        for v, u in edges:
+            scores = [torch.dot(z_src_r[v][k], c[u][k]) / tau for k in range(K)]
+            top = max(float(s.detach()) for s in scores)
+            exps = [torch.exp(s - top) for s in scores]
+            routing.append([e / sum(exps) for e in exps])
+        last = t == iterations - 1
+        zs, zd = (z_src, z_dst) if last else (z_src_r, z_dst_r)
+        new_c = []
+        for u in range(len(z_dst)):
+            channels = []
+            for k in range(K):
+                acc = zd[u][k]
+                for (v, target), p in zip(edges, routing):
+                    if target == u:
+                        acc = acc + p[k] * zs[v][k]
+                channels.append(unit(acc))
+            new_c.append(channels)
+        c = new_c
+    out = torch.stack([torch.cat(channels) for channels in c])
+    weights = torch.stack([torch.stack([torch.as_tensor(p) for p in ps]) for ps in routing])
+    return out, weights
+
+
+def tiny_graph():
+    # Directed edges (source, target); node 4 has no in-edges, node 2 two, node 0 three.
+    edges = [(1, 0), (2, 0), (3, 0), (0, 1), (3, 2), (4, 2), (2, 3), (0, 3), (1, 4)]
+    return edges, torch.tensor(edges).t()
+
+
+@pytest.fixture
+def x():
+    return torch.randn(5, K * D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+@pytest.mark.parametrize("iterations", [1, 2, 4])
+@pytest.mark.parametrize("tau", [1.0, 0.3])
+def test_output_and_routing_match_the_per_node_reference(x, fused, iterations, tau):
+    edges, edge_index = tiny_graph()
+    conv = DisenConv(K * D, K, iterations=iterations, tau=tau, fused=fused)
+    out, (used, routing) = conv(x, edge_index, return_routing=True)
+    ref_out, ref_routing = reference(x, x, edges, iterations, tau)
+    assert torch.equal(used, edge_index)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(routing, ref_routing)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_more_iterations_change_the_result(x, fused):
+    _, edge_index = tiny_graph()
+    one = DisenConv(K * D, K, iterations=1, fused=fused)(x, edge_index)
+    three = DisenConv(K * D, K, iterations=3, fused=fused)(x, edge_index)
+    assert not torch.allclose(one, three)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_routing_rows_are_distributions_over_factors(x, fused):
+    _, edge_index = tiny_graph()
+    _, (_, routing) = DisenConv(K * D, K, fused=fused)(x, edge_index, return_routing=True)
+    assert routing.shape == (edge_index.size(1), K)
+    assert (routing >= 0).all()
+    torch.testing.assert_close(routing.sum(-1), torch.ones(edge_index.size(1), dtype=x.dtype))
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_every_output_factor_has_unit_length(x, fused):
+    _, edge_index = tiny_graph()
+    out = DisenConv(K * D, K, fused=fused)(x, edge_index)
+    norms = out.view(-1, K, D).norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+
+
+def test_a_node_without_neighbours_keeps_its_normalised_input(x):
+    _, edge_index = tiny_graph()
+    keep = edge_index[1] != 4
+    out = DisenConv(K * D, K)(x, edge_index[:, keep])
+    torch.testing.assert_close(out[4].view(K, D), torch.nn.functional.normalize(
+        x[4].view(K, D), dim=-1))
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_gradient_flows_only_through_the_final_aggregation(x, fused, iterations):
+    edges, edge_index = tiny_graph()
+    weight = torch.randn(5, K * D, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+
+    def grad(fn):
+        xg = x.clone().requires_grad_()
+        (fn(xg) * weight).sum().backward()
+        return xg.grad
+
+    conv = DisenConv(K * D, K, iterations=iterations, fused=fused)
+    got = grad(lambda xg: conv(xg, edge_index))
+    frozen = grad(lambda xg: reference(xg, xg, edges, iterations, 1.0, frozen=True)[0])
+    through_routing = grad(lambda xg: reference(xg, xg, edges, iterations, 1.0)[0])
+    torch.testing.assert_close(got, frozen)
+    assert not torch.allclose(got, through_routing)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_differentiable_routing_backpropagates_through_every_iteration(x, fused, iterations):
+    edges, edge_index = tiny_graph()
+    weight = torch.randn(5, K * D, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+
+    def grad(fn):
+        xg = x.clone().requires_grad_()
+        (fn(xg) * weight).sum().backward()
+        return xg.grad
+
+    conv = DisenConv(K * D, K, iterations=iterations, differentiable_routing=True, fused=fused)
+    got = grad(lambda xg: conv(xg, edge_index))
+    through_routing = grad(lambda xg: reference(xg, xg, edges, iterations, 1.0)[0])
+    frozen = grad(lambda xg: reference(xg, xg, edges, iterations, 1.0, frozen=True)[0])
+    torch.testing.assert_close(got, through_routing)
+    assert not torch.allclose(got, frozen)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_permuting_nodes_permutes_outputs_and_keeps_edge_routing(x, fused):
+    _, edge_index = tiny_graph()
+    perm = torch.tensor([3, 0, 4, 1, 2])  # new node i is old node perm[i]
+    new_of_old = torch.empty_like(perm)
+    new_of_old[perm] = torch.arange(5)
+    edge_perm = torch.tensor([5, 2, 8, 0, 7, 1, 3, 6, 4])
+    conv = DisenConv(K * D, K, iterations=3, fused=fused)
+    out, (_, routing) = conv(x, edge_index, return_routing=True)
+    out_p, (_, routing_p) = conv(x[perm], new_of_old[edge_index][:, edge_perm],
+                                 return_routing=True)
+    torch.testing.assert_close(out_p, out[perm])
+    torch.testing.assert_close(routing_p, routing[edge_perm])
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_bipartite_input_matches_the_reference_with_separate_node_sets(fused):
+    gen = torch.Generator().manual_seed(2)
+    x_src = torch.randn(4, K * D, generator=gen, dtype=torch.float64)
+    x_dst = torch.randn(3, K * D, generator=gen, dtype=torch.float64)
+    # (0, 0) is an ordinary edge between two different node sets, not a self-loop.
+    edges = [(0, 0), (1, 0), (3, 1), (2, 1), (0, 1), (3, 2)]
+    conv = DisenConv(K * D, K, iterations=2, fused=fused)
+    out, (_, routing) = conv((x_src, x_dst), torch.tensor(edges).t(), return_routing=True)
+    ref_out, ref_routing = reference(x_src, x_dst, edges, 2, 1.0)
+    assert out.shape == (3, K * D)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(routing, ref_routing)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_bipartite_equals_homogeneous_on_the_union_of_node_sets(fused):
+    gen = torch.Generator().manual_seed(3)
+    x_src = torch.randn(4, K * D, generator=gen)
+    x_dst = torch.randn(3, K * D, generator=gen)
+    edge_index = torch.tensor([[0, 1, 3, 2, 0, 3], [0, 0, 1, 1, 1, 2]])
+    conv = DisenConv(K * D, K, iterations=3, fused=fused)
+    bip = conv((x_src, x_dst), edge_index)
+    union = conv(torch.cat([x_src, x_dst]), edge_index + torch.tensor([[0], [4]]))
+    torch.testing.assert_close(bip, union[4:])
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_explicit_self_loops_are_removed_kept_or_added(x, fused):
+    edges, edge_index = tiny_graph()
+    loops = torch.tensor([[0, 2], [0, 2]])
+    with_loops = torch.cat([edge_index, loops], dim=1)
+
+    def run(mode, ei):
+        return DisenConv(K * D, K, iterations=2, self_loops=mode, fused=fused)(
+            x, ei, return_routing=True)
+
+    removed, (used, _) = run("remove", with_loops)
+    torch.testing.assert_close(removed, reference(x, x, edges, 2, 1.0)[0])
+    assert used.size(1) == len(edges)
+    kept, _ = run("keep", with_loops)
+    all_loops = edges + [(0, 0), (2, 2)]
+    torch.testing.assert_close(kept, reference(x, x, all_loops, 2, 1.0)[0])
+    added, (used, _) = run("add", with_loops)
+    every_node = edges + [(n, n) for n in range(5)]
+    torch.testing.assert_close(added, reference(x, x, every_node, 2, 1.0)[0])
+    assert used.size(1) == len(every_node)
+
+
+def test_self_loops_cannot_be_added_to_bipartite_inputs(x):
+    with pytest.raises(ValueError, match="bipartite"):
+        DisenConv(K * D, K, self_loops="add")((x, x[:2]), torch.tensor([[0], [1]]))
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_projection_applies_the_linear_map_and_activation_first(fused):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 7, generator=gen)
+    edges, edge_index = tiny_graph()
+    conv = DisenConv(K * D, K, in_channels=7, iterations=2, fused=fused)
+    projected = torch.relu(x @ conv.lin.weight.t() + conv.lin.bias)
+    torch.testing.assert_close(conv(x, edge_index), reference(projected, projected, edges, 2,
+                                                              1.0)[0])
+    assert conv.lin.weight.requires_grad
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_dropout_acts_only_in_training(x, fused):
+    _, edge_index = tiny_graph()
+    plain = DisenConv(K * D, K, fused=fused)(x, edge_index)
+    conv = DisenConv(K * D, K, dropout=0.5, fused=fused)
+    torch.testing.assert_close(conv.eval()(x, edge_index), plain)
+    torch.manual_seed(0)
+    assert not torch.allclose(conv.train()(x, edge_index), plain)
+
+
+def test_cached_structure_gives_the_same_result_and_is_reused(x):
+    _, edge_index = tiny_graph()
+    conv = DisenConv(K * D, K, cached=True)
+    first = conv(x, edge_index)
+    torch.testing.assert_close(conv(x, edge_index), first)
+    # Documented: a cached layer ignores later edge indices of the same graph size.
+    torch.testing.assert_close(conv(x, edge_index[:, :3]), first)
+    conv.reset_parameters()
+    assert not torch.allclose(conv(x, edge_index[:, :3]), first)
+
+
+def test_empty_graph_normalises_the_input(x):
+    for fused in (True, False):
+        out = DisenConv(K * D, K, fused=fused)(x, torch.empty(2, 0, dtype=torch.long))
+        torch.testing.assert_close(out.view(-1, K, D),
+                                   torch.nn.functional.normalize(x.view(-1, K, D), dim=-1))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(channels=12, num_factors=5), "channels"),
+    (dict(channels=12, num_factors=0), "num_factors"),
+    (dict(channels=12, num_factors=3, iterations=0), "iterations"),
+    (dict(channels=12, num_factors=3, tau=0.0), "tau"),
+    (dict(channels=12, num_factors=3, dropout=1.0), "dropout"),
+    (dict(channels=12, num_factors=3, self_loops="twice"), "self_loops"),
+])
+def test_invalid_arguments_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DisenConv(**kwargs)
+
+
+def test_wrong_feature_size_is_reported(x):
+    with pytest.raises(ValueError, match=r"\(N, 24\), got \(5, 12\)"):
+        DisenConv(24, K)(x, tiny_graph()[1])
+
+
+def test_repr_names_the_sizes():
+    assert repr(DisenConv(64, 4, iterations=2)) == \
+        "DisenConv(64, num_factors=4, iterations=2, tau=1.0)"
