@@ -7,13 +7,20 @@ shows the traceback instead.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import re
+import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
 
+#: Exceptions (by class name, anywhere in their MRO, so the library is not imported here)
+#: that mean bad input: exit code 2. Anything else that escapes a command exits with 1.
 USAGE_ERRORS = ("ConfigError", "ValueError", "FileNotFoundError", "IsADirectoryError",
                 "NotADirectoryError", "PermissionError", "CheckpointError", "UnknownUser")
 
@@ -22,41 +29,120 @@ class UnknownUser(click.ClickException):
     exit_code = 2
 
 
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, click.ClickException):
+        msg = e.format_message()
+    elif isinstance(e, OSError) and e.filename:
+        msg = f"{e.filename}: {e.strerror}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(part.strip() for part in msg.splitlines() if part.strip())
+
+
+def _exit_code(e: BaseException) -> int:
+    return 2 if {c.__name__ for c in type(e).__mro__} & set(USAGE_ERRORS) else 1
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
 def friendly_errors(fn):
     """Turn the library's expected exceptions into one line and an exit code."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)
-        except click.ClickException:
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except Exception as e:
-            if ctx.find_root().params.get("debug"):
+        except (Exception, KeyboardInterrupt) as e:
+            if _debug() and not isinstance(e, click.ClickException):
                 raise
-            kind = type(e).__name__
-            msg = str(e) if not isinstance(e, OSError) or not e.filename else \
-                f"{e.filename}: {e.strerror}"
-            click.echo(f"error: {msg}", err=True)
-            sys.exit(2 if kind in USAGE_ERRORS else 1)
+            _fail(e)
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(e: BaseException) -> None:
+    """Print ``e`` as one line (Ctrl-C: where the run is saved) and exit."""
+    if isinstance(e, KeyboardInterrupt):
+        if getattr(e, "saved_epoch", None) is not None:
+            click.echo(f"interrupted: {e}; continue with: disentangle fit --resume "
+                       f"{shlex.quote(str(e.run_dir))}", err=True)
+        else:
+            click.echo("interrupted", err=True)
+        sys.exit(130)
+    click.echo(f"error: {_one_line(e)}", err=True)
+    sys.exit(e.exit_code if isinstance(e, click.ClickException) else _exit_code(e))
+
+
+@contextlib.contextmanager
+def _click_errors_on_one_line():
+    """Click's own usage errors (unknown option, bad value, missing argument) as one
+    ``error: ...`` line too, with click's exit code 2."""
+    try:
+        yield
+    except click.ClickException as e:
+        if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+            raise  # a bare `disentangle` prints the help
+        hint = ""
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            hint = f" (see '{e.ctx.command_path} --help')"
+        click.echo(f"error: {_one_line(e)}{hint}", err=True)
+        raise click.exceptions.Exit(e.exit_code) from None
+
+
+class OneLineErrors(click.Group):
+    """A group whose parse errors print as one line, and whose commands' unexpected
+    exceptions do too when a command is not wrapped in :func:`friendly_errors`."""
+
+    def make_context(self, *args, **kwargs):
+        with _click_errors_on_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _click_errors_on_one_line():
+            try:
+                return super().invoke(ctx)
+            except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+                raise
+            except (Exception, KeyboardInterrupt) as e:
+                if _debug():
+                    raise
+                _fail(e)
+
+
+class _EchoWarnings(logging.Handler):
+    """The library's warnings (merged duplicate rows, users without targets) as
+    ``warning: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(package_name="disentangle")
 def main(debug: bool) -> None:
     """Disentangled representations for recommendation: MacridVAE and DisenGCN."""
+    lib = logging.getLogger("disentangle")
+    if not any(isinstance(h, _EchoWarnings) for h in lib.handlers):
+        lib.addHandler(_EchoWarnings(logging.WARNING))
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 @main.command()
 @click.option("--model", "model", type=str, default=None,
               help="Model to train: macridvae or disengcn (or model.name in --config).")
 @click.option("--dataset", type=str, default=None,
-              help="Dataset name (see `disentangle datasets`); default ml-latest-small, embedded.")
+              help="Dataset name (see `disentangle datasets`), or csv:PATH for your own file of "
+                   "user, item[, rating[, timestamp]] rows; default ml-latest-small, embedded.")
+@click.option("--delimiter", type=str, default=None,
+              help="Column separator of a csv:PATH file (data.delimiter): a character, or tab, "
+                   "space, comma, semicolon, pipe; default: detected.")
+@click.option("--rating-threshold", type=float, default=None,
+              help="Keep interactions rated at least this (data.rating_threshold; only for data "
+                   "with ratings).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the dataset's raw files (else $DISENTANGLE_DATA/<dataset>).")
 @click.option("--split-dir", type=click.Path(file_okay=False), default=None,
@@ -67,7 +153,8 @@ def main(debug: bool) -> None:
               help="YAML config file(s), applied in order on top of the model's defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config value, e.g. --set model.tau=0.2 (repeatable).")
-@click.option("--epochs", type=int, default=None, help="Training epochs (train.epochs).")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Training epochs (train.epochs).")
 @click.option("--seed", type=int, default=None, help="Training seed (train.seed).")
 @click.option("--device", type=str, default="auto", show_default=True,
               help="cpu, cuda, cuda:N or auto (CUDA when available).")
@@ -76,15 +163,18 @@ def main(debug: bool) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               default=None, help="Continue the killed run in this directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--no-report", is_flag=True,
+              help="Skip the factor metrics, plots and report.html written after training.")
 @friendly_errors
-def fit(model, dataset, data_dir, split_dir, protocol, configs, overrides, epochs, seed, device,
-        out, resume_dir, quiet):
+def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protocol, configs,
+        overrides, epochs, seed, device, out, resume_dir, quiet, no_report):
     """Train a model and report held-out test metrics next to popularity."""
     from disentangle.config import resolve
     from disentangle.train.run import fit as run_fit
 
     sets = list(overrides)
-    for key, value in (("data.dataset", dataset), ("data.data_dir", data_dir),
+    for key, value in (("data.dataset", dataset), ("data.delimiter", delimiter),
+                       ("data.rating_threshold", rating_threshold), ("data.data_dir", data_dir),
                        ("data.split_dir", split_dir), ("data.protocol", protocol),
                        ("train.epochs", epochs), ("train.seed", seed)):
         if value is not None:
@@ -92,20 +182,36 @@ def fit(model, dataset, data_dir, split_dir, protocol, configs, overrides, epoch
     if resume_dir is not None:
         from disentangle.train.run import read_config
 
+        given = {"--model": model, "--dataset": dataset, "--delimiter": delimiter,
+                 "--rating-threshold": rating_threshold, "--data-dir": data_dir,
+                 "--split-dir": split_dir, "--protocol": protocol, "--config": configs,
+                 "--set": overrides, "--seed": seed, "--out": out}
+        fixed = [name for name, value in given.items() if value not in (None, ())]
+        if fixed:
+            raise click.UsageError(f"--resume continues the run with its own config; drop "
+                                   f"{', '.join(fixed)} (only --epochs, --device and --quiet "
+                                   f"apply)")
         run_dir = Path(resume_dir)
         cfg = read_config(run_dir)
         if epochs is not None:
             cfg.train.epochs = epochs
     else:
         cfg = resolve(model, list(configs), sets)
+        # a csv:PATH dataset names the folder by its file name, never by a path
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.data.dataset).name).strip("._") or "data"
         run_dir = Path(out) if out else Path("runs") / (
-            f"{cfg.model_name}-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+            f"{cfg.model_name}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if run_dir.exists() and any(run_dir.iterdir()):
             raise click.UsageError(f"--out {run_dir}: exists and is not empty (use --resume "
                                    f"to continue a run)")
-    click.echo(f"run directory: {run_dir}", err=True)
-    results = run_fit(cfg, run_dir, device, progress=not quiet, resume=resume_dir is not None)
+    results = run_fit(cfg, run_dir, device, progress=not quiet, resume=resume_dir is not None,
+                      on_start=lambda path: click.echo(f"run directory: {path}", err=True))
     click.echo(results_table(results, cfg.model_name, cfg.train.ks))
+    if not no_report:
+        from disentangle.train.run import load_run
+        from disentangle.viz.report import inspect_run
+
+        click.echo(f"report: {inspect_run(load_run(run_dir))['report']}")
 
 
 def results_table(results: dict, model: str, ks) -> str:
@@ -147,14 +253,21 @@ def evaluate(run_dir, device):
 @click.option("--user", "user", required=True, help="Raw user id, as in the dataset.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Number of recommendations.")
+@click.option("--explain", is_flag=True,
+              help="Per item: its factor, the factor's top categories, and the user's own "
+                   "items that drive that factor.")
 @friendly_errors
-def recommend(run_dir, user, k):
+def recommend(run_dir, user, k, explain):
     """Top-k items for a user, with titles and the factor each comes from."""
     from disentangle.explain import recommend as recommend_items
     from disentangle.train.run import load_run
 
     run = load_run(run_dir)
     try:
+        if explain:
+            from .inspection import print_explanations
+
+            return print_explanations(run, user, k)
         recs = recommend_items(run, user, k)
     except KeyError:
         raise UnknownUser(f"unknown user id {user!r} in {run_dir} "
@@ -181,6 +294,11 @@ def datasets():
                    f"{data.num_interactions:>9} interactions  {row['description']}  "
                    f"[{row['path']}]")
 
+
+from .inspection import inspect_command  # noqa: E402  (registers after main exists)
+
+inspect_command.callback = friendly_errors(inspect_command.callback)
+main.add_command(inspect_command)
 
 if __name__ == "__main__":
     main()

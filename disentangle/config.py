@@ -36,6 +36,7 @@ class DataConfig:
         rating_threshold: binarise explicit ratings at ``>=`` this value.
         min_user_interactions: drop users with fewer interactions.
         valid_ratio: share of each user's training items used to validate (``given``).
+        delimiter: column separator of a ``csv:PATH`` dataset (``None``: detected).
     """
 
     dataset: str = "ml-latest-small"
@@ -47,6 +48,7 @@ class DataConfig:
     rating_threshold: float = 4.0
     min_user_interactions: int = 5
     valid_ratio: float = 0.1
+    delimiter: str | None = None
 
     def validate(self) -> None:
         ModelConfig.check("protocol", self.protocol,
@@ -115,12 +117,17 @@ class RunConfig:
 def _coerce(section: str, field: dataclasses.Field, value: Any, hint: Any) -> Any:
     """Convert ``value`` (from YAML or a ``--set`` string) to the field's type."""
     key = f"{section}.{field.name}"
-    if isinstance(value, str) and hint is not str:
-        value = yaml.safe_load(value) if value.strip() else value
+    args = typing.get_args(hint)
+    if isinstance(value, str) and str in args:  # optional text: only YAML's null is None
+        value = None if value.strip() in ("null", "~") else value
+    elif isinstance(value, str) and hint is not str:
+        try:
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}={value!r}: not a valid value") from None
     if value is None:
         return None
     target = hint
-    args = typing.get_args(hint)
     if args:  # Optional[X] / X | None / list[X]
         origin = typing.get_origin(hint)
         if origin is list:

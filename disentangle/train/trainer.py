@@ -3,12 +3,19 @@
 Each epoch runs ``model.batches`` / ``model.loss`` with Adam, evaluates on the validation set,
 appends a JSON line to ``metrics.jsonl``, keeps the best model by ``config.select``, and saves
 a resumable checkpoint (model, optimiser, global step, early-stopping state and RNG states),
-so a killed run continues where its last epoch ended and reaches the same result.
+so a killed run continues where its last epoch ended and reaches the same result. The initial
+state is saved too (epoch 0), so a run killed in its first epoch resumes as well.
+
+On CPU, training runs with deterministic kernels, so the same seed gives the same bits in any
+process, resumed or not.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,14 @@ from ..config import TrainConfig
 from ..data.splits import Split
 from ..metrics.ranking import evaluate
 from ..models.base import FactorRecommender
-from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_optimizer,
+    optimizer_tensors,
+    save_checkpoint,
+)
 
 BEST, LAST, METRICS = "best.safetensors", "last.safetensors", "metrics.jsonl"
 
@@ -67,6 +81,7 @@ class Trainer:
         self.best_epoch = 0
         self.stale = 0  # evaluations since the last improvement
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.saved_epoch: int | None = None  # epoch of the checkpoint on disk
 
     # -- state ----------------------------------------------------------------------------
     def _state_meta(self) -> dict[str, Any]:
@@ -81,61 +96,97 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.batches"] = self.generator.get_state()
         save_checkpoint(self.run_dir / LAST, tensors, {**self._state_meta(), "optimizer": opt_meta})
+        self.saved_epoch = self.epoch
 
     def resume(self) -> None:
-        """Restore the state saved by :meth:`save` in ``run_dir``."""
-        tensors, meta = load_checkpoint(self.run_dir / LAST)
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        load_optimizer(self.optimizer, tensors, meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.generator.set_state(tensors["rng.batches"])
-        for key in ("epoch", "step", "best_value", "best_epoch", "stale"):
-            setattr(self, key, meta[key])
-        if (self.run_dir / BEST).exists():
-            self.best_state = {k[6:]: v for k, v in load_checkpoint(self.run_dir / BEST)[0].items()}
-        # drop metric lines of epochs that ran after the checkpoint (the run was killed)
-        path = self.run_dir / METRICS
+        """Restore the state saved by :meth:`save` in ``run_dir`` (a run killed before its
+        first checkpoint starts again from epoch 0)."""
+        path = self.run_dir / LAST
         if path.exists():
-            lines = [line for line in path.read_text().splitlines()
-                     if line.strip() and json.loads(line)["epoch"] <= self.epoch]
-            path.write_text("".join(f"{line}\n" for line in lines))
+            self._restore(path)
+        # drop metric lines of epochs that ran after the checkpoint (and a line cut short)
+        records = read_metrics(self.run_dir)
+        atomic_write(self.run_dir / METRICS, "".join(
+            json.dumps(r) + "\n" for r in records if r.get("epoch", math.inf) <= self.epoch).encode())
+
+    def _restore(self, path: Path) -> None:
+        tensors, meta = load_checkpoint(path)
+        if meta.get("model") != self.model.name:
+            raise CheckpointError(f"{path}: holds a {meta.get('model')!r} model, the run "
+                                  f"config names {self.model.name!r}")
+        try:
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
+                                        if k.startswith("model.")})
+            load_optimizer(self.optimizer, tensors, meta["optimizer"])
+            torch.set_rng_state(tensors["rng.torch"])
+            self.generator.set_state(tensors["rng.batches"])
+            for key in ("epoch", "step", "best_value", "best_epoch", "stale"):
+                setattr(self, key, meta[key])
+            if (self.run_dir / BEST).exists():
+                best = {k[6:]: v for k, v in load_checkpoint(self.run_dir / BEST)[0].items()}
+                if best.keys() != self.model.state_dict().keys():
+                    raise CheckpointError(f"{self.run_dir / BEST}: does not match the model")
+                self.best_state = best
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: does not match the run config "
+                                  f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+                from None
+        self.saved_epoch = self.epoch
 
     # -- loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train for the remaining epochs; return the best validation record."""
+        with _deterministic_kernels(self.device.type == "cpu"):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.config
         self.model.to(self.device)
-        epochs = tqdm(range(self.epoch, cfg.epochs), initial=self.epoch, total=cfg.epochs,
-                      desc=f"{self.model.name}", unit="epoch", disable=not self.progress,
-                      dynamic_ncols=True)
+        if self.run_dir is not None and self.saved_epoch is None:
+            self.save()  # epoch 0: a run killed in its first epoch can resume too
+        stopped = bool(cfg.patience) and self.stale >= cfg.patience  # resumed after early stop
+        epochs = tqdm(range(self.epoch, self.epoch if stopped else cfg.epochs), initial=self.epoch,
+                      total=cfg.epochs, desc=f"{self.model.name}", unit="epoch",
+                      disable=not self.progress, dynamic_ncols=True)
         for _ in epochs:
             record = self._train_epoch()
             self.epoch += 1
+            improved = False
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 record["valid"] = self.validate()
                 value = record["valid"][cfg.select]
-                if value > self.best_value:
+                improved = value > self.best_value
+                if improved:
                     self.best_value, self.best_epoch, self.stale = value, self.epoch, 0
                     self.best_state = {k: v.detach().clone() for k, v in
                                        self.model.state_dict().items()}
-                    if self.run_dir is not None:
-                        save_checkpoint(self.run_dir / BEST,
-                                        {f"model.{k}": v for k, v in self.best_state.items()},
-                                        {**self._state_meta(), "valid": record["valid"]})
                 else:
                     self.stale += 1
                 epochs.set_postfix(loss=f"{record['loss']:.4g}",
                                    **{cfg.select: f"{value:.4f}",
                                       "best": f"{self.best_value:.4f}@{self.best_epoch}"})
             if self.run_dir is not None:
-                with open(self.run_dir / METRICS, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                self.save()
+                with _deferred_interrupt():  # Ctrl-C here still saves this epoch whole
+                    if improved:
+                        save_checkpoint(self.run_dir / BEST,
+                                        {f"model.{k}": v for k, v in self.best_state.items()},
+                                        {**self._state_meta(), "valid": record["valid"]})
+                    with open(self.run_dir / METRICS, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    self.save()
             if cfg.patience and self.stale >= cfg.patience:
                 epochs.write(f"early stop after epoch {self.epoch}: no {cfg.select} "
                              f"improvement in {cfg.patience} evaluations")
                 break
         epochs.close()
+        if self.best_state is None and self.run_dir is not None \
+                and not (self.run_dir / BEST).exists():
+            # no evaluation at all (epochs=0): the untrained model is the run's model
+            save_checkpoint(self.run_dir / BEST, {f"model.{k}": v for k, v in
+                                                  self.model.state_dict().items()},
+                            self._state_meta())
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return {"best_epoch": self.best_epoch, cfg.select: self.best_value}
@@ -151,8 +202,10 @@ class Trainer:
         for batch in batches:
             loss, parts = self.model.loss(_to(batch, self.device), self.step)
             if not torch.isfinite(loss):
+                kept = ("" if self.saved_epoch is None else
+                        f"; the checkpoint of epoch {self.saved_epoch} is kept in {self.run_dir}")
                 raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step "
-                                    f"{self.step}; the last good checkpoint is kept")
+                                    f"{self.step}; training stopped{kept}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -175,10 +228,55 @@ class Trainer:
                         self.device)
 
 
+@contextlib.contextmanager
+def _deterministic_kernels(on: bool):
+    """Deterministic kernels while training on CPU: without them the backward of an indexed
+    read (``index_put_`` with ``accumulate``) adds with atomics in whatever order the threads
+    run, and two runs with one seed drift apart in the last bits. Costs ~10% of an epoch."""
+    if not on:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: the epoch's files are
+    written whole. Off the main thread (where signals cannot be handled) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signal.SIGINT, None)
+        elif previous is not signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of a run."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # empty, or cut short by a kill mid-write
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 

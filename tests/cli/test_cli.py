@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from disentangle_cli.main import main
 
-FAST = ["--epochs", "2", "--set", "model.dim=16", "--quiet"]
+FAST = ["--epochs", "2", "--set", "model.dim=16", "--quiet", "--no-report"]
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,12 @@ def test_help_is_fast_and_does_not_import_torch():
     for cmd in ([], ["fit"], ["evaluate"], ["recommend"], ["datasets"]):
         result = CliRunner().invoke(main, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_recommend_explain_names_factor_categories_and_driving_items(vae_run):
+    out, _ = vae_run
+    user = json.loads((out / "data.json").read_text())["user_ids"][0]
+    result = CliRunner().invoke(main, ["recommend", str(out), "--user", user, "-k", "3",
+                                       "--explain"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("factor") >= 3
