@@ -47,12 +47,13 @@ def test_pickle_crafted_to_run_code_is_refused_and_never_executed(tmp_path, monk
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_optimizer_state_round_trips():
+def test_optimizer_state_round_trips_through_a_checkpoint(tmp_path):
     p = torch.nn.Parameter(torch.randn(5))
     opt = torch.optim.Adam([p], lr=0.1)
     p.sum().backward()
     opt.step()
-    tensors, meta = optimizer_tensors(opt)
+    save_checkpoint(tmp_path / "o.safetensors", *optimizer_tensors(opt))
+    tensors, meta = load_checkpoint(tmp_path / "o.safetensors")
     q = torch.nn.Parameter(p.detach().clone())
     opt2 = torch.optim.Adam([q], lr=0.5)
     load_optimizer(opt2, tensors, meta)
