@@ -23,3 +23,15 @@ def shared_path(*parts: str) -> Path:
 def shared():
     """``shared("ml-100k")``: a shared data path, or skip the test."""
     return shared_path
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: on tiny graphs a second thread only adds start-up
+    waits to every sparse kernel."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

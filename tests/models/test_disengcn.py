@@ -15,13 +15,7 @@ from disentangle.nn.disen_conv import DisenConv
 K, D = 4, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Graphs here are tiny: a second thread only adds start-up waits to every sparse kernel.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clustered(num_clusters=4, users_per=15, items_per=10, per_user=6, seed=0):

@@ -8,13 +8,7 @@ K, D = 3, 4
 KERNELS = [pytest.param(True, id="fused"), pytest.param(False, id="gather")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Graphs here are tiny: a second thread only adds start-up waits to every sparse kernel.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unit(v):

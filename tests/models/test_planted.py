@@ -1,0 +1,123 @@
+"""The planted benchmark, recovered by both models (issue 4).
+
+Tiny data with K = 4 planted item clusters (:func:`disentangle.data.synthetic.planted`,
+300 users, 200 items, purity 0.95), split, trained briefly with the
+:class:`~disentangle.train.trainer.Trainer`, then the factor contract is scored: the AMI
+between each item's top factor (``argmax item_factor_weights()``) and its planted cluster,
+against two controls: the same model untrained (random initialisation) and a random
+assignment (AMI of random assignments of 200 items to 4 factors: sd ~0.008, 99th
+percentile ~0.023).
+
+What the models reach, honestly (these settings, seeds 0-9; the seed fixes the data, the
+split and the initialisation):
+
+* MacridVAE: AMI 0.17-0.55, mean 0.36 (controls: |AMI| < 0.03), only with a small ``dim``
+  (4), a high temperature (``tau=1``) and the plain softmax (``nogb``). With the paper's
+  settings (``dim=100, tau=0.1``, Gumbel) it stays at 0.0-0.1 whatever the epochs or the
+  learning rate, although its item table does learn the clusters (k-means on it: AMI ~0.9):
+  the prototypes collapse onto one direction (dropout > 0) or keep the random initial
+  partition (dropout = 0), and prototypes initialised *on* the planted clusters drift off
+  them.
+* DisenGCN: AMI 0.015-0.13, mean 0.08, with ``factor_dim=2``; with the default 16
+  dimensions per channel it stays at ~0.02: every channel encodes all the clusters (k-means
+  on one channel: AMI ~0.3) and the routing stays near uniform (mean top weight ~0.27 of 4).
+
+So "recovered" means *partly*: well above chance, far from a bijection. The thresholds sit
+under what seeds 0-9 reach; for DisenGCN they hold for the mean of three seeds (a single
+seed can land near chance), each seed only has to beat its controls.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from disentangle.config import resolve
+from disentangle.data.splits import heldout_split, ratio_split
+from disentangle.data.synthetic import planted
+from disentangle.metrics.factors import macro_alignment
+from disentangle.models import MODELS
+from disentangle.train.trainer import Trainer
+
+K = 4
+SEEDS = (0, 1, 2)
+
+# Training settings found by a sweep (see the module docstring); the model code is unchanged.
+CASES = {
+    "macridvae": {
+        "split": lambda data, seed: heldout_split(data, seed=seed, heldout_users=0.1),
+        "overrides": ["model.dim=4", "model.tau=1.0", "model.nogb=true",
+                      "model.batch_size=50", "train.epochs=100", "train.lr=1e-2"],
+        "min_each": 0.12,
+        "min_mean": 0.2,
+    },
+    "disengcn": {
+        "split": lambda data, seed: ratio_split(data, seed=seed),
+        "overrides": ["model.factor_dim=2", "model.tau=0.2", "model.cor_weight=0",
+                      "model.batch_size=1024", "train.epochs=40", "train.lr=1e-2"],
+        "min_each": 0.0,
+        "min_mean": 0.05,
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def planted_data(seed: int):
+    return planted(300, 200, K, interactions_per_user=50, purity=0.95, concentration=0.5,
+                   seed=seed)
+
+
+def ami(weights, data) -> float:
+    return macro_alignment(weights, data.item_categories)["ami"]
+
+
+def item_ami(model, data) -> float:
+    model.eval()
+    with torch.no_grad():
+        return ami(model.item_factor_weights(), data)
+
+
+def train(name: str, seed: int):
+    """(trained AMI, untrained AMI, random-assignment AMI, seconds) for one seed."""
+    case = CASES[name]
+    split = case["split"](planted_data(seed), seed)
+    cfg = resolve(name, overrides=[f"model.num_factors={K}", f"train.seed={seed}",
+                                   *case["overrides"]])
+    # Evaluate once, after the last epoch: the factors measured are the final ones.
+    cfg.train.eval_every = cfg.train.epochs
+    torch.manual_seed(seed)
+    model = MODELS[name](cfg.model, split.train)
+    untrained = item_ami(model, split.train)
+    rng = np.random.default_rng(seed)
+    random = ami(rng.dirichlet(np.ones(K), size=split.train.num_items), split.train)
+    start = time.perf_counter()
+    Trainer(model, split, cfg.train, run_dir=None, progress=False).fit()
+    seconds = time.perf_counter() - start
+    return item_ami(model, split.train), untrained, random, seconds
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_planted_factors_are_recovered_above_the_controls(name):
+    case = CASES[name]
+    runs = [train(name, seed) for seed in SEEDS]
+    trained = [r[0] for r in runs]
+    controls = [max(r[1], r[2]) for r in runs]
+    report = (f"{name}: trained AMI {np.round(trained, 3).tolist()}, controls (max of "
+              f"untrained, random) {np.round(controls, 3).tolist()}, "
+              f"{sum(r[3] for r in runs):.1f}s")
+    print(report)
+    # the controls are at chance
+    assert max(abs(c) for r in runs for c in r[1:3]) < 0.05, report
+    # every seed above its controls, and the mean at the honest level
+    for t, c in zip(trained, controls):
+        assert t >= case["min_each"] and t > c, report
+    assert np.mean(trained) >= case["min_mean"], report
