@@ -10,6 +10,14 @@ import torch
 from .metrics.ranking import to_torch_csr
 
 
+def user_index(data, raw_user: str) -> int:
+    """Index of the raw user id in ``data`` (an InteractionData); ``KeyError`` if unknown."""
+    index = np.flatnonzero(data.user_ids == str(raw_user))
+    if not len(index):
+        raise KeyError(raw_user)
+    return int(index[0])
+
+
 def known_items(split, user: int) -> sp.csr_matrix:
     """``1 x M``: every item the split knows for ``user`` (training row, and history and
     targets where the user is a validation or test user)."""
@@ -31,10 +39,7 @@ def recommend(run, raw_user: str, k: int = 10) -> dict[str, Any]:
     ``model.explain`` (with that share).
     """
     data = run.split.train
-    index = np.flatnonzero(data.user_ids == str(raw_user))
-    if not len(index):
-        raise KeyError(raw_user)
-    user = int(index[0])
+    user = user_index(data, raw_user)
     row = known_items(run.split, user)
     users = torch.tensor([user])
     history = to_torch_csr(row)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..explain import known_items, recommend
+from ..explain import known_items, recommend, user_index
 from ..metrics.factors import factor_category_matrix
 
 __all__ = [
@@ -56,14 +56,6 @@ def item_titles(data) -> np.ndarray:
     if data.item_titles is not None:
         return np.asarray(data.item_titles, dtype=object)
     return np.array([f"item {i}" for i in data.item_ids], dtype=object)
-
-
-def user_index(data, raw_user: str) -> int:
-    """Index of the raw user id in ``data`` (an InteractionData); ``KeyError`` if unknown."""
-    index = np.flatnonzero(data.user_ids == str(raw_user))
-    if not len(index):
-        raise KeyError(raw_user)
-    return int(index[0])
 
 
 def factor_category_lift(item_factor_weights, item_categories) -> np.ndarray:

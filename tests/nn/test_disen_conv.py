@@ -113,16 +113,22 @@ def test_a_node_without_neighbours_keeps_its_normalised_input(x):
         x[4].view(K, D), dim=-1))
 
 
-@pytest.mark.parametrize("fused", KERNELS)
-@pytest.mark.parametrize("iterations", [1, 3])
-def test_gradient_flows_only_through_the_final_aggregation(x, fused, iterations):
-    edges, edge_index = tiny_graph()
+def input_grad(x):
+    """``grad(fn)``: the gradient at ``x`` of a fixed random linear read-out of ``fn(x)``."""
     weight = torch.randn(5, K * D, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
 
     def grad(fn):
         xg = x.clone().requires_grad_()
         (fn(xg) * weight).sum().backward()
         return xg.grad
+    return grad
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_gradient_flows_only_through_the_final_aggregation(x, fused, iterations):
+    edges, edge_index = tiny_graph()
+    grad = input_grad(x)
 
     conv = DisenConv(K * D, K, iterations=iterations, fused=fused)
     got = grad(lambda xg: conv(xg, edge_index))
@@ -136,12 +142,7 @@ def test_gradient_flows_only_through_the_final_aggregation(x, fused, iterations)
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_differentiable_routing_backpropagates_through_every_iteration(x, fused, iterations):
     edges, edge_index = tiny_graph()
-    weight = torch.randn(5, K * D, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
-
-    def grad(fn):
-        xg = x.clone().requires_grad_()
-        (fn(xg) * weight).sum().backward()
-        return xg.grad
+    grad = input_grad(x)
 
     conv = DisenConv(K * D, K, iterations=iterations, differentiable_routing=True, fused=fused)
     got = grad(lambda xg: conv(xg, edge_index))

@@ -4,8 +4,13 @@ import pickle
 import pytest
 import torch
 
-from disentangle.train.checkpoint import (CheckpointError, load_checkpoint, load_optimizer,
-                                          optimizer_tensors, save_checkpoint)
+from disentangle.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_optimizer,
+    optimizer_tensors,
+    save_checkpoint,
+)
 
 
 def test_round_trip_keeps_tensors_and_meta(tmp_path):
