@@ -107,7 +107,9 @@ class DisenGCN(FactorRecommender):
 
     In eval mode the propagated representations and routing weights are cached until the
     parameters change (any in-place update, e.g. an optimiser step or ``load_state_dict``,
-    bumps their version counters) or :meth:`train` / :meth:`eval` is called.
+    bumps their version counters) or the model switches between training and eval mode (so a
+    changed non-parameter setting takes effect); calling :meth:`eval` on a model already in
+    eval mode keeps it.
 
     Factor contract: the routing weights of the last layer give, for every interaction, a
     distribution over factors (the mean of the user-side and the item-side routing of the
@@ -208,13 +210,14 @@ class DisenGCN(FactorRecommender):
             self._cache = (key, out)
         return out
 
+    def train(self, mode: bool = True) -> DisenGCN:
+        if mode != self.training:
+            self._invalidate()
+        return super().train(mode)
+
     def _invalidate(self) -> None:
         self._version += 1
         self._cache = None
-
-    def train(self, mode: bool = True) -> DisenGCN:
-        self._invalidate()
-        return super().train(mode)
 
     # -- training -----------------------------------------------------------------------
     def batches(self, train, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor]]:

@@ -258,6 +258,8 @@ def test_switching_mode_drops_the_cache(data):
     before = model.score(torch.tensor([0]), None)
     model.convs[0].tau = 0.05  # not a parameter: only the mode switch makes it visible
     torch.testing.assert_close(model.score(torch.tensor([0]), None), before)
+    model.eval()  # already in eval mode: the cache stays
+    torch.testing.assert_close(model.score(torch.tensor([0]), None), before)
     model.train().eval()
     assert not torch.allclose(model.score(torch.tensor([0]), None), before)
 
