@@ -31,6 +31,9 @@ class MacridVAEConfig(ModelConfig):
         batch_size (int): users per training batch. (default: ``500``)
         nogb (bool): use the plain softmax for the item-factor assignment in training instead
             of a Gumbel-softmax sample. (default: ``False``)
+        assign_tau (float, optional): temperature :math:`\\tau_c` of the item-factor assignment
+            softmax only (``None``: :math:`\\tau`, the paper's single temperature).
+            (default: ``None``)
         reg (float): L2 penalty :math:`\\lambda` on the encoder weights, the item table and the
             prototypes (not the biases), added as :math:`\\lambda \\sum \\|W\\|_2^2`.
             (default: ``0.0``)
@@ -45,6 +48,7 @@ class MacridVAEConfig(ModelConfig):
     batch_size: int = 500
     nogb: bool = False
     reg: float = 0.0
+    assign_tau: float | None = None
 
     def validate(self) -> None:
         self.check("num_factors", self.num_factors, self.num_factors >= 1, "an integer >= 1")
@@ -55,6 +59,8 @@ class MacridVAEConfig(ModelConfig):
         self.check("dropout", self.dropout, 0 <= self.dropout < 1, "a float in [0, 1)")
         self.check("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         self.check("reg", self.reg, self.reg >= 0, "a float >= 0")
+        self.check("assign_tau", self.assign_tau,
+                   self.assign_tau is None or self.assign_tau > 0, "None or a float > 0")
 
 
 class MacridVAE(FactorRecommender):
@@ -66,9 +72,11 @@ class MacridVAE(FactorRecommender):
     to the :math:`K` prototypes :math:`\mathbf{m}_k` by
 
     .. math::
-        c_{ik} = \operatorname{softmax}_k\big(\cos(\mathbf{h}_i, \mathbf{m}_k) / \tau\big),
+        c_{ik} = \operatorname{softmax}_k\big(\cos(\mathbf{h}_i, \mathbf{m}_k) / \tau_c\big),
 
-    replaced in training by a Gumbel-softmax sample at temperature 1 (unless ``nogb``).
+    replaced in training by a Gumbel-softmax sample at temperature 1 (unless ``nogb``). The
+    paper uses one temperature, :math:`\tau_c = \tau`; ``assign_tau`` sets :math:`\tau_c`
+    alone (the decoder below keeps :math:`\tau`).
 
     **Encoder.** For each factor the user's row :math:`\mathbf{x}_u` is masked by the
     assignment, normalised and dropped out (independently per factor), then passed through
@@ -132,6 +140,7 @@ class MacridVAE(FactorRecommender):
         self.num_items = int(train_data.num_items)
         self.num_factors = config.num_factors
         self.dim = d = config.dim
+        self.assign_tau = config.tau if config.assign_tau is None else config.assign_tau
         M, K = self.num_items, self.num_factors
 
         self.items = torch.nn.Parameter(torch.empty(M, d))       # decoder item table H
@@ -159,7 +168,7 @@ class MacridVAE(FactorRecommender):
         """``M x K`` log item-factor weights :math:`\\log c_{ik}`; a Gumbel-softmax sample at
         temperature 1 when ``sample`` (and not ``nogb``), else the softmax."""
         logits = (F.normalize(self.items, dim=-1) @ F.normalize(self.prototypes, dim=-1).T
-                  / self.config.tau)
+                  / self.assign_tau)
         if sample and not self.config.nogb:
             # Clamping u keeps the Gumbel noise finite, hence log c finite (no -inf below).
             u = torch.rand_like(logits).clamp_min(torch.finfo(logits.dtype).tiny)
@@ -275,7 +284,7 @@ class MacridVAE(FactorRecommender):
     # -- K-factor contract (all deterministic, eval-mode) ----------------------------------
     def item_factor_weights(self) -> Tensor:
         """``M x K`` :math:`c_{ik}`: softmax over factors of
-        :math:`\\cos(\\mathbf{h}_i, \\mathbf{m}_k)/\\tau`."""
+        :math:`\\cos(\\mathbf{h}_i, \\mathbf{m}_k)/\\tau_c`."""
         return self.factor_log_weights().exp()
 
     def user_factor_weights(self, users: Tensor, history: Tensor) -> Tensor:

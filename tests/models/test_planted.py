@@ -11,13 +11,18 @@ percentile ~0.023).
 What the models reach, honestly (these settings, seeds 0-9; the seed fixes the data, the
 split and the initialisation):
 
-* MacridVAE: AMI 0.17-0.55, mean 0.36 (controls: |AMI| < 0.03), only with a small ``dim``
-  (4), a high temperature (``tau=1``) and the plain softmax (``nogb``). With the paper's
-  settings (``dim=100, tau=0.1``, Gumbel) it stays at 0.0-0.1 whatever the epochs or the
-  learning rate, although its item table does learn the clusters (k-means on it: AMI ~0.9):
-  the prototypes collapse onto one direction (dropout > 0) or keep the random initial
-  partition (dropout = 0), and prototypes initialised *on* the planted clusters drift off
-  them.
+* MacridVAE: AMI 0.34-0.83, mean 0.48 (controls: |AMI| < 0.03), with a small ``dim`` (4),
+  the plain softmax (``nogb``) and two temperatures: a soft item-factor assignment
+  (``assign_tau=2``) under a sharper ranking softmax (``tau=0.2``). With one temperature
+  (``tau=1``, the previous setting) seeds 0-9 reach 0.17-0.55, mean 0.36, at the same test
+  NDCG@100 (~0.57), and in some seeds the prototypes collapse onto one direction (pairwise
+  cosine 1.0). With the paper's settings (``dim=100, tau=0.1``, Gumbel) it stays at 0.0-0.1
+  whatever the epochs or the learning rate, although its item table does learn the clusters
+  (k-means on it: AMI ~0.9) and prototypes initialised *on* the clusters stay there (AMI 1.0
+  after 20 epochs on the 3000 x 1000 benchmark data, batch 100): from a random start the soft assignment feeds every factor nearly the
+  same input, so the gradient on the assignment vanishes, while a sharp one (``assign_tau``
+  0.02-0.05) freezes the random initial partition. ``dim=100`` with ``tau=0.2,
+  assign_tau=2`` (otherwise these settings) reaches ~0.15 (seeds 0-2).
 * DisenGCN: AMI 0.015-0.13, mean 0.08, with ``factor_dim=2``; with the default 16
   dimensions per channel it stays at ~0.02: every channel encodes all the clusters (k-means
   on one channel: AMI ~0.3) and the routing stays near uniform (mean top weight ~0.27,
@@ -47,14 +52,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 K = 4
 SEEDS = (0, 1, 2)
 
-# Training settings found by a sweep (see the module docstring); the model code is unchanged.
+# Settings found by a sweep (see the module docstring).
 CASES = {
     "macridvae": {
         "split": lambda data, seed: heldout_split(data, seed=seed, heldout_users=0.1),
-        "overrides": ["model.dim=4", "model.tau=1.0", "model.nogb=true",
-                      "model.batch_size=50", "train.epochs=100", "train.lr=1e-2"],
-        "min_each": 0.12,
-        "min_mean": 0.2,
+        "overrides": ["model.dim=4", "model.tau=0.2", "model.assign_tau=2.0",
+                      "model.nogb=true", "model.batch_size=50", "train.epochs=100",
+                      "train.lr=1e-2"],
+        "min_each": 0.25,
+        "min_mean": 0.4,  # seeds 0-2 reach 0.456 (with tau=1 and no assign_tau: 0.399)
     },
     "disengcn": {
         "split": lambda data, seed: ratio_split(data, seed=seed),
