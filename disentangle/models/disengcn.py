@@ -41,6 +41,11 @@ class DisenGCNConfig(ModelConfig):
         layer_combine: ``"mean"``: final representation = mean of the (channel-normalised)
             ego embedding and the ``L`` layer outputs, as DGCF and LightGCN combine layers;
             ``"last"``: the output of layer ``L``.
+        keep_norm: scale every channel of the final representation by the norm of the node's
+            free embedding in that channel. The routing layers work on unit channels, so
+            without it scores are bounded by ``K`` and the L2 penalty on the embeddings
+            constrains nothing; with it the routing decides directions and the (regularised)
+            embedding norms carry magnitude, as in the linear propagation of LightGCN and DGCF.
         differentiable_routing: back-propagate through all routing iterations.
         batch_size: training edges (positive pairs) per update (DGCF: 2000; see the module
             docstring).
@@ -59,6 +64,7 @@ class DisenGCNConfig(ModelConfig):
     tau: float = 1.0
     dropout: float = 0.0
     layer_combine: str = "mean"
+    keep_norm: bool = True
     differentiable_routing: bool = False
     batch_size: int = 8192
     reg_weight: float = 1e-3
@@ -88,8 +94,15 @@ class DisenGCN(FactorRecommender):
     ``L`` :class:`~disentangle.nn.disen_conv.DisenConv` layers routes over both edge
     directions of the interaction graph (users aggregate their items, items their users); the
     final channels are the mean over the channel-normalised ego embedding and the layer
-    outputs (``layer_combine="mean"``) and a user–item score is
-    :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`.
+    outputs (``layer_combine="mean"``), each channel rescaled by the norm of the node's free
+    embedding in it (``keep_norm``),
+
+    .. math::
+        \mathbf{u}_k = \|\mathbf{e}_{u,k}\| \cdot \frac{1}{L+1} \Big(
+            \frac{\mathbf{e}_{u,k}}{\|\mathbf{e}_{u,k}\|} + \sum_{l=1}^{L}
+            \mathbf{c}^{(l)}_{u,k} \Big),
+
+    and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`.
 
     Training draws, for every training edge, one item uniformly as its negative (resampled
     while it is a training positive of the user, if ``reject_positives``) and minimises
@@ -183,7 +196,8 @@ class DisenGCN(FactorRecommender):
         layer per interaction."""
         K, d = self.num_factors, self.factor_dim
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        layers = [F.normalize(x.view(-1, K, d), dim=-1)]
+        ego = x.view(-1, K, d)
+        layers = [F.normalize(ego, dim=-1)]
         routing = None
         for conv in self.convs:
             if with_routing and conv is self.convs[-1]:
@@ -192,6 +206,8 @@ class DisenGCN(FactorRecommender):
                 x = conv(x, self.edge_index)
             layers.append(x.view(-1, K, d))
         out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
+        if self.config.keep_norm:
+            out = out * ego.norm(dim=-1, keepdim=True)
         per_interaction = None
         if routing is not None:
             num_edges = self.edge_users.numel()

@@ -83,7 +83,7 @@ def test_scores_are_inner_products_of_the_factor_embeddings(data):
 
 
 def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
-    model = make(data, num_layers=2).eval()
+    model = make(data, num_layers=2, keep_norm=False).eval()
     x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
     n = data.num_users
     users, items = data.edge_index
@@ -95,8 +95,14 @@ def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
     expected = torch.stack([ego, layer1, layer2]).mean(0).view(-1, K, D)
     torch.testing.assert_close(model.item_factor_embeddings(), expected[n:])
     torch.testing.assert_close(model.factor_embeddings(torch.arange(n), None), expected[:n])
-    last = make(data, num_layers=2, layer_combine="last").eval()
+    last = make(data, num_layers=2, layer_combine="last", keep_norm=False).eval()
     torch.testing.assert_close(last.item_factor_embeddings(), layer2.view(-1, K, D)[n:])
+    # keep_norm: each channel rescaled by the norm of the node's free embedding in it
+    scaled = make(data, num_layers=2).eval()  # the default
+    norms = x.view(-1, K, D).norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(scaled.item_factor_embeddings(), (expected * norms)[n:])
+    torch.testing.assert_close(scaled.factor_embeddings(torch.arange(n), None),
+                               (expected * norms)[:n])
 
 
 def test_factor_weights_average_both_directions_of_each_interaction(data):

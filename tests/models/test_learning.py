@@ -7,6 +7,7 @@ from disentangle.train.run import fit
 
 @pytest.mark.parametrize("model, overrides, metric", [
     ("macridvae", ["train.epochs=30"], "ndcg@100"),
+    ("disengcn", ["train.epochs=60", "train.eval_every=5"], "recall@20"),
 ])
 def test_model_beats_popularity_on_the_embedded_dataset(tmp_path, model, overrides, metric):
     results = fit(resolve(model, overrides=overrides), tmp_path / model, progress=False)
