@@ -290,7 +290,11 @@ def _safe(raw: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in raw)[:64] or "user"
 
 
-def _categories_text(cats: list[dict]) -> str:
+def _categories_text(cats: list[dict], notable: float = 1.05) -> str:
+    """The factor's top categories with their lifts, or, when none is over-represented by at
+    least ``notable``, a plain statement of that (a list of ×1.00 would read as a finding)."""
+    if cats and max(c["lift"] for c in cats) < notable:
+        return f"no category stands out (lifts under ×{notable:.2f})"
     return ", ".join(f"{c['category']} ×{c['lift']:.2f}" for c in cats)
 
 

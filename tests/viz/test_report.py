@@ -18,7 +18,7 @@ from disentangle.data.splits import Split
 from disentangle.train.run import Run, build_model, build_split, fit, load_run
 from disentangle.viz.explanations import explain_recommendations, factor_top_categories
 from disentangle.viz.plots import shorten
-from disentangle.viz.report import inspect_run, summary_table
+from disentangle.viz.report import _categories_text, inspect_run, summary_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = {"training_curves", "factor_category", "tsne", "channel_correlation", "user"}
@@ -247,3 +247,12 @@ def test_long_titles_are_cut_to_width_but_keep_their_year():
     assert len(short) == 40 and short.endswith("… (2000)") and short.startswith("Crouching")
     assert shorten("Heat (1995)", 40) == "Heat (1995)"
     assert shorten("Science Fiction and Fantasy", 12) == "Science Fic…"
+
+
+def test_factor_categories_without_a_notable_lift_say_so():
+    flat = [{"category": "Drama", "share": 0.3, "lift": 1.01},
+            {"category": "Comedy", "share": 0.2, "lift": 1.00}]
+    assert _categories_text(flat) == "no category stands out (lifts under ×1.05)"
+    notable = [{"category": "Horror", "share": 0.1, "lift": 2.5}, *flat]
+    assert _categories_text(notable) == "Horror ×2.50, Drama ×1.01, Comedy ×1.00"
+    assert _categories_text([]) == ""
