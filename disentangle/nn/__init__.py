@@ -1,0 +1,4 @@
+"""Graph layers."""
+from .disen_conv import DisenConv
+
+__all__ = ["DisenConv"]
