@@ -215,7 +215,7 @@ CASES = [
     ("unknown-dataset", fit_with("--dataset", "nosuch"),
      "unknown dataset 'nosuch'; known: ml-latest-small", 2),
     ("unknown-config-key", fit_with("--set", "model.nosuch=1"),
-     "unknown config key model.nosuch; known: batch_size, beta", 2),
+     "unknown config key model.nosuch; known: assign_tau, batch_size, beta", 2),
     ("unknown-config-section", fit_with("--set", "optim.lr=1"),
      "unknown config section 'optim'", 2),
     ("set-without-value", fit_with("--set", "tau"), "--set 'tau': expected section.key=value", 2),
