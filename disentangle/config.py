@@ -69,6 +69,9 @@ class TrainConfig:
     Args:
         epochs: passes over the training data.
         lr: Adam learning rate.
+        lr_milestones: epochs after which the learning rate is multiplied by ``lr_gamma`` (a
+            step schedule; it depends on the epoch alone, so a resumed run follows it too).
+        lr_gamma: the factor applied at each milestone.
         weight_decay: Adam weight decay (the models add their own regularisers).
         seed: seeds parameter initialisation, batching and sampling.
         ks: cut-offs reported in every evaluation.
@@ -80,6 +83,8 @@ class TrainConfig:
 
     epochs: int = 200
     lr: float = 1e-3
+    lr_milestones: list[int] = dataclasses.field(default_factory=list)
+    lr_gamma: float = 0.1
     weight_decay: float = 0.0
     seed: int = 98765
     ks: list[int] = dataclasses.field(default_factory=lambda: [20, 50, 100])
@@ -88,9 +93,18 @@ class TrainConfig:
     eval_every: int = 1
     eval_chunk: int = 1024
 
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of the epoch after ``epoch`` completed ones."""
+        return self.lr * self.lr_gamma ** sum(m <= epoch for m in self.lr_milestones)
+
     def validate(self) -> None:
         ModelConfig.check("epochs", self.epochs, self.epochs >= 0, "an integer >= 0")
         ModelConfig.check("lr", self.lr, self.lr > 0, "a number > 0")
+        ModelConfig.check("lr_milestones", self.lr_milestones,
+                          all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
+                          "a list of epochs >= 1")
+        ModelConfig.check("lr_gamma", self.lr_gamma, 0 < self.lr_gamma <= 1,
+                          "a number in (0, 1]")
         ModelConfig.check("patience", self.patience, self.patience >= 0, "an integer >= 0")
         ModelConfig.check("eval_every", self.eval_every, self.eval_every >= 1,
                           "an integer >= 1")

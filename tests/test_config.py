@@ -33,6 +33,8 @@ def test_overrides_are_typed_and_applied_in_order(tmp_path):
     ("model.num_factors=2.5", "model.num_factors=2.5: expected int"),
     ("train.epochs=-1", "train.epochs=-1 is out of range"),
     ("train.select=ndcg@7", "train.select='ndcg@7' is out of range"),
+    ("train.lr_milestones=[0]", "lr_milestones=[0] is out of range"),
+    ("train.lr_gamma=0", "lr_gamma=0.0 is out of range"),
     ("foo.bar=1", "unknown config section 'foo'"),
     ("tau=1", "expected section.key=value"),
 ])
@@ -40,6 +42,14 @@ def test_bad_override_is_a_one_line_error(override, message):
     with pytest.raises(ConfigError) as e:
         resolve("macridvae", overrides=[override])
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_learning_rate_steps_down_after_each_milestone():
+    train = resolve("disengcn", overrides=["train.lr=0.01", "train.lr_milestones=[2, 5]",
+                                           "train.lr_gamma=0.5"]).train
+    assert [train.lr_at(e) for e in range(7)] == [0.01, 0.01, 0.005, 0.005, 0.005, 0.0025,
+                                                  0.0025]
+    assert resolve("disengcn").train.lr_at(1000) == resolve("disengcn").train.lr
 
 
 def test_unknown_model_names_the_known_ones():

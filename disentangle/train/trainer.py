@@ -193,6 +193,9 @@ class Trainer:
 
     def _train_epoch(self) -> dict[str, Any]:
         self.model.train()
+        lr = self.config.lr_at(self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         start = time.perf_counter()
         totals: dict[str, float] = {}
         n = 0
@@ -213,7 +216,7 @@ class Trainer:
             n += 1
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-        return {"epoch": self.epoch + 1, "step": self.step,
+        return {"epoch": self.epoch + 1, "step": self.step, "lr": lr,
                 **{k: v / max(n, 1) for k, v in totals.items()},
                 "seconds": round(time.perf_counter() - start, 4)}
 

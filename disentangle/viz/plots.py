@@ -379,7 +379,7 @@ def channel_correlation_plot(matrices: Mapping[str, Any] | Any, num_factors: int
 
 
 # -- training curves ----------------------------------------------------------------------
-_NOT_LOSS = {"epoch", "step", "seconds", "valid", "loss"}
+_NOT_LOSS = {"epoch", "step", "lr", "seconds", "valid", "loss"}
 
 
 def training_curves(records: Sequence[Mapping[str, Any]], path: str | Path, *,
