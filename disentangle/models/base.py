@@ -54,6 +54,9 @@ class FactorRecommender(torch.nn.Module, ABC):
     #: Run-config values that differ from the global defaults for this model, as
     #: ``{"data": {...}, "train": {...}}`` (e.g. its usual protocol and cut-offs).
     defaults: ClassVar[dict] = {}
+    #: Model-config values for keys that a saved run's config lacks because it was written
+    #: before the key existed, when the new default would change the saved model.
+    saved_run_defaults: ClassVar[dict] = {}
 
     num_factors: int
 

@@ -120,7 +120,8 @@ class DisenGCN(FactorRecommender):
 
     In eval mode the propagated representations and routing weights are cached until the
     parameters change (any in-place update, e.g. an optimiser step or ``load_state_dict``,
-    bumps their version counters) or the model switches between training and eval mode (so a
+    bumps their version counters), they move to another device or dtype, or the model
+    switches between training and eval mode (so a
     changed non-parameter setting takes effect); calling :meth:`eval` on a model already in
     eval mode keeps it.
 
@@ -141,6 +142,8 @@ class DisenGCN(FactorRecommender):
     Config = DisenGCNConfig
     supports_new_users = False
     # BPR recommenders are compared at k=20 (LightGCN, DGCF) with recall = hits / |test|.
+    # runs saved before keep_norm existed used unit channels
+    saved_run_defaults = {"keep_norm": False}
     defaults = {"data": {"protocol": "ratio"},
                 "train": {"epochs": 100, "lr": 5e-3, "ks": [20, 50], "select": "recall@20"}}
 
@@ -175,9 +178,9 @@ class DisenGCN(FactorRecommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Only each channel's direction matters (DisenConv normalises it), and with Adam the
-        # angular step is about lr / norm: LightGCN's N(0, 0.1) rather than a fan-based init
-        # that would give 70k-row tables tiny norms and huge angular steps.
+        # DisenConv reads each channel's direction (keep_norm adds its norm back at the end);
+        # with Adam the angular step is about lr / norm: LightGCN's N(0, 0.1) rather than a
+        # fan-based init that would give 70k-row tables tiny norms and huge angular steps.
         torch.nn.init.normal_(self.user_embedding.weight, std=0.1)
         torch.nn.init.normal_(self.item_embedding.weight, std=0.1)
         for conv in self.convs:
@@ -216,7 +219,8 @@ class DisenGCN(FactorRecommender):
 
     def _inference(self) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`_propagate` with routing, without gradient, cached in eval mode."""
-        key = (self._version, self.user_embedding.weight.device,
+        weight = self.user_embedding.weight
+        key = (self._version, weight.device, weight.dtype,
                *(p._version for p in self.parameters()))
         if not self.training and self._cache is not None and self._cache[0] == key:
             return self._cache[1]

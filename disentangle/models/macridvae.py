@@ -21,7 +21,8 @@ class MacridVAEConfig(ModelConfig):
         num_factors (int): number of macro factors (prototypes) :math:`K`. (default: ``7``)
         dim (int): dimension :math:`d` of each factor's user vector, of the item table and of
             the prototypes. (default: ``100``)
-        tau (float): temperature :math:`\\tau` of the cosine-similarity softmaxes.
+        tau (float): temperature :math:`\\tau` of the cosine-similarity softmaxes (the
+            decoder's, and the assignment's unless ``assign_tau`` is set).
             (default: ``0.1``)
         beta (float): final weight :math:`\\beta` of the KL term. (default: ``0.2``)
         std0 (float): standard deviation :math:`\\sigma_0` of the Gaussian prior.
@@ -140,7 +141,6 @@ class MacridVAE(FactorRecommender):
         self.num_items = int(train_data.num_items)
         self.num_factors = config.num_factors
         self.dim = d = config.dim
-        self.assign_tau = config.tau if config.assign_tau is None else config.assign_tau
         M, K = self.num_items, self.num_factors
 
         self.items = torch.nn.Parameter(torch.empty(M, d))       # decoder item table H
@@ -158,6 +158,13 @@ class MacridVAE(FactorRecommender):
             torch.nn.init.xavier_uniform_(w)
         for b in (self.context_bias, self.head.bias):
             torch.nn.init.trunc_normal_(b, std=1e-3, a=-2e-3, b=2e-3)
+
+    @property
+    def assign_tau(self) -> float:
+        """Temperature :math:`\\tau_c` of the item-factor assignment (``config.tau`` unless
+        ``config.assign_tau`` is set)."""
+        c = self.config
+        return c.tau if c.assign_tau is None else c.assign_tau
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_items={self.num_items}, "

@@ -214,6 +214,9 @@ def read_config(run_dir: Path) -> RunConfig:
     if str(version).split(".")[:2] != __version__.split(".")[:2]:
         raise CheckpointError(f"{run_dir}: written by disentangle {version}, this is "
                               f"{__version__}; re-run fit with this version")
+    cls = MODELS.get(raw["model"].get("name"))
+    if cls is not None:
+        raw["model"] = {**cls.saved_run_defaults, **raw["model"]}
     try:
         return from_dict(raw)
     except ValueError as e:

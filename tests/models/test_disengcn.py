@@ -266,6 +266,8 @@ def test_switching_mode_drops_the_cache(data):
     torch.testing.assert_close(model.score(torch.tensor([0]), None), before)
     model.eval()  # already in eval mode: the cache stays
     torch.testing.assert_close(model.score(torch.tensor([0]), None), before)
+    assert model.double().score(torch.tensor([0]), None).dtype == torch.float64  # new dtype
+    model.float()
     model.train().eval()
     assert not torch.allclose(model.score(torch.tensor([0]), None), before)
 
