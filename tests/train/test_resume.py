@@ -51,8 +51,10 @@ def results(run_dir):
 def stop_after(args, run_dir, epochs, sig):
     """Start ``fit``, send ``sig`` once ``epochs`` epochs are recorded; return the exit code
     and stderr."""
+    # A shell's background job inherits SIGINT ignored; give fit the default Ctrl-C.
     proc = subprocess.Popen(fit_command(*args, "--epochs", str(EPOCHS), "--out", str(run_dir)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while finished(run_dir) < epochs:
         if proc.poll() is not None:
