@@ -51,10 +51,15 @@ def results(run_dir):
 def stop_after(args, run_dir, epochs, sig):
     """Start ``fit``, send ``sig`` once ``epochs`` epochs are recorded; return the exit code
     and stderr."""
-    # A shell's background job inherits SIGINT ignored; give fit the default Ctrl-C.
-    proc = subprocess.Popen(fit_command(*args, "--epochs", str(EPOCHS), "--out", str(run_dir)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # A shell's background job inherits SIGINT ignored, and so would fit: handle it here
+    # while fit starts, so that fit starts with the default Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            fit_command(*args, "--epochs", str(EPOCHS), "--out", str(run_dir)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 600
     while finished(run_dir) < epochs:
         if proc.poll() is not None:
