@@ -6,14 +6,18 @@ Collaborative Filtering"): free user and item embeddings split into ``K`` channe
 over the bipartite graph in both directions, layer outputs averaged, inner-product scores,
 BPR with L2 on the batch's embeddings and an optional distance-correlation penalty between
 channels. Defaults are DGCF's gowalla setting (4 factors of 16 dimensions, one layer, two
-routing iterations, L2 weight 1e-3, correlation weight 0.01) except the batch size: every
-update propagates the whole graph, which costs about the same for 2000 or 8192 edges, so on
-a CPU larger batches make more progress per second (4x fewer updates per epoch; raise the
-learning rate with them, e.g. Adam 5e-3 rather than DGCF's 1e-3).
+routing iterations, L2 weight 1e-3, correlation weight 0.01) except the batch size: by
+default every update propagates the whole graph, which costs about the same for 2000 or 8192
+edges, so on a CPU larger batches make more progress per second (4x fewer updates per epoch;
+raise the learning rate with them, e.g. Adam 5e-3 rather than DGCF's 1e-3). With
+``neighbors=S`` an update routes only on the sampled neighbourhood of its batch (DisenGCN's
+own mini-batch training), which makes small batches cheap; ``benchmarks/disengcn_updates.py``
+measures both.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 
 import torch
@@ -21,10 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from disentangle.data.neighbors import incoming_csr, sample_blocks
 from disentangle.models.base import FactorRecommender, ModelConfig
 from disentangle.nn.disen_conv import DisenConv
 
 _COMBINE = ("mean", "last")
+_LOSSES = ("bpr", "softmax")
 
 
 @dataclasses.dataclass
@@ -49,6 +55,15 @@ class DisenGCNConfig(ModelConfig):
         differentiable_routing: back-propagate through all routing iterations.
         batch_size: training edges (positive pairs) per update (DGCF: 2000; see the module
             docstring).
+        neighbors: ``0``: every update propagates the whole graph; ``S > 0``: every update
+            routes on the computation graph of the batch's users and items only, with at most
+            ``S`` neighbours per node and layer, drawn uniformly with replacement where a node
+            has more (DisenGCN's ``nbsz``). Evaluation always uses the whole graph.
+        loss: ``"bpr"``: one uniformly drawn negative per edge; ``"softmax"``: sampled
+            softmax, every edge of a batch against ``num_negatives`` items drawn uniformly
+            once per batch.
+        num_negatives: negatives shared by a batch (``loss="softmax"`` only).
+        softmax_tau: temperature of the sampled softmax (``loss="softmax"`` only).
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
         cor_weight: weight of the mean distance correlation between pairs of channels
             (0 disables it).
@@ -67,6 +82,10 @@ class DisenGCNConfig(ModelConfig):
     keep_norm: bool = True
     differentiable_routing: bool = False
     batch_size: int = 8192
+    neighbors: int = 0
+    loss: str = "bpr"
+    num_negatives: int = 1024
+    softmax_tau: float = 1.0
     reg_weight: float = 1e-3
     cor_weight: float = 0.01
     cor_sample: int = 256
@@ -82,6 +101,11 @@ class DisenGCNConfig(ModelConfig):
         self.check("layer_combine", self.layer_combine, self.layer_combine in _COMBINE,
                    f"one of {_COMBINE}")
         self.check("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        self.check("neighbors", self.neighbors, self.neighbors >= 0, "an integer >= 0")
+        self.check("loss", self.loss, self.loss in _LOSSES, f"one of {_LOSSES}")
+        self.check("num_negatives", self.num_negatives, self.num_negatives >= 1,
+                   "an integer >= 1")
+        self.check("softmax_tau", self.softmax_tau, self.softmax_tau > 0, "a float > 0")
         self.check("reg_weight", self.reg_weight, self.reg_weight >= 0, "a float >= 0")
         self.check("cor_weight", self.cor_weight, self.cor_weight >= 0, "a float >= 0")
         self.check("cor_sample", self.cor_sample, self.cor_sample >= 2, "an integer >= 2")
@@ -116,7 +140,16 @@ class DisenGCN(FactorRecommender):
 
     with :math:`\mathbf{e}` the ego (input) embeddings of the batch and
     :math:`\mathbf{X}_k` channel :math:`k` of the final representations of a sample of the
-    batch's users and items. The whole graph is propagated for every batch.
+    batch's users and items. The whole graph is propagated for every batch, or, with
+    ``neighbors=S``, the computation graph of the batch's users and items in which every node
+    reads at most ``S`` neighbours per layer; a node with more reads ``S`` of them drawn
+    uniformly with replacement. Since each channel update is a normalised sum, the sample
+    estimates the direction of the full one; with ``S`` at least the largest degree the
+    update is exactly the full-graph one. With ``loss="softmax"`` the BPR term is replaced by
+    the sampled softmax :math:`\operatorname{mean}\,[-\log \operatorname{softmax}(s_{ui} /
+    \tau_s)]` over the positive and ``num_negatives`` uniform items shared by the batch (a
+    shared item equal to the row's positive is left out), and the L2 term covers
+    :math:`\mathbf{e}_u` and :math:`\mathbf{e}_i` only.
 
     In eval mode the propagated representations and routing weights are cached until the
     parameters change (any in-place update, e.g. an optimiser step or ``load_state_dict``,
@@ -175,6 +208,9 @@ class DisenGCN(FactorRecommender):
         self.register_buffer("edge_index", edge_index, persistent=False)
         self.register_buffer("edge_users", users.clone(), persistent=False)
         self.register_buffer("edge_items", items.clone(), persistent=False)
+        rowptr, sources = incoming_csr(edge_index, self.num_users + self.num_items)
+        self.register_buffer("in_rowptr", rowptr, persistent=False)
+        self.register_buffer("in_sources", sources, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -197,25 +233,42 @@ class DisenGCN(FactorRecommender):
     def _propagate(self, with_routing: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """:meth:`embed`, and with ``with_routing`` the ``E x K`` routing weights of the last
         layer per interaction."""
-        K, d = self.num_factors, self.factor_dim
-        x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        ego = x.view(-1, K, d)
-        layers = [F.normalize(ego, dim=-1)]
+        x = ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        layers = []
         routing = None
         for conv in self.convs:
             if with_routing and conv is self.convs[-1]:
                 x, (_, routing) = conv(x, self.edge_index, return_routing=True)
             else:
                 x = conv(x, self.edge_index)
-            layers.append(x.view(-1, K, d))
-        out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
-        if self.config.keep_norm:
-            out = out * ego.norm(dim=-1, keepdim=True)
+            layers.append(x)
+        out = self._combine(ego, layers)
         per_interaction = None
         if routing is not None:
             num_edges = self.edge_users.numel()
             per_interaction = (routing[:num_edges] + routing[num_edges:]).detach() / 2
         return out[:self.num_users], out[self.num_users:], per_interaction
+
+    def _propagate_blocks(self, nodes: Tensor,
+                          blocks: list[tuple[Tensor, tuple[int, int]]]) -> Tensor:
+        """``B x K x d`` representations of the first ``B`` of ``nodes`` (users, then items
+        offset by the number of users), propagated on the sampled ``blocks`` of
+        :func:`~disentangle.data.neighbors.sample_blocks`."""
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])[nodes]
+        num_seeds = blocks[-1][1][1]
+        x, layers = ego, []
+        for conv, (edge_index, (_, num_computed)) in zip(self.convs, blocks):
+            x = conv((x, x[:num_computed]), edge_index)
+            layers.append(x[:num_seeds])
+        return self._combine(ego[:num_seeds], layers)
+
+    def _combine(self, ego: Tensor, layers: list[Tensor]) -> Tensor:
+        """The final ``n x K x d`` channels from the ego embeddings and the layer outputs
+        (``n x K*d`` each): ``layer_combine``, then ``keep_norm``."""
+        ego = ego.view(len(ego), self.num_factors, self.factor_dim)
+        layers = [F.normalize(ego, dim=-1)] + [x.view_as(ego) for x in layers]
+        out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
+        return out * ego.norm(dim=-1, keepdim=True) if self.config.keep_norm else out
 
     def _inference(self) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`_propagate` with routing, without gradient, cached in eval mode."""
@@ -240,9 +293,15 @@ class DisenGCN(FactorRecommender):
         self._cache = None
 
     # -- training -----------------------------------------------------------------------
-    def batches(self, train, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def batches(self, train, generator: torch.Generator) -> Iterator[tuple]:
         """One epoch of ``(users, positive items, negative items)``: every training edge once,
-        in random order, with one uniformly drawn negative item each."""
+        in random order, with one uniformly drawn negative item each (``loss="bpr"``) or
+        ``num_negatives`` uniformly drawn items shared by the batch (``loss="softmax"``).
+
+        With ``neighbors > 0`` each batch also carries its sampled computation graph:
+        ``(..., nodes, blocks, index)`` with ``nodes`` and ``blocks`` from
+        :func:`~disentangle.data.neighbors.sample_blocks` and ``index`` the positions of the
+        batch's users, positives and negatives (concatenated) among the ``nodes``."""
         if (train.num_users, train.num_items) != (self.num_users, self.num_items):
             raise ValueError(f"train has {train.num_users} users and {train.num_items} items, "
                              f"the model {self.num_users} and {self.num_items}")
@@ -250,32 +309,65 @@ class DisenGCN(FactorRecommender):
         items = torch.as_tensor(train.items, dtype=torch.long)
         order = torch.randperm(len(users), generator=generator)
         users, items = users[order], items[order]
-        negatives = torch.randint(self.num_items, (len(users),), generator=generator)
-        if self.config.reject_positives:
-            _reject_positives(users, negatives, items, self.num_items, generator)
+        softmax = self.config.loss == "softmax"
+        if not softmax:
+            negatives = torch.randint(self.num_items, (len(users),), generator=generator)
+            if self.config.reject_positives:
+                _reject_positives(users, negatives, items, self.num_items, generator)
         for start in range(0, len(users), self.config.batch_size):
-            stop = start + self.config.batch_size
-            yield users[start:stop], items[start:stop], negatives[start:stop]
+            batch = slice(start, start + self.config.batch_size)
+            neg = (torch.randint(self.num_items, (self.config.num_negatives,), generator=generator)
+                   if softmax else negatives[batch])
+            yield users[batch], items[batch], neg, *self._sample(users[batch], items[batch], neg,
+                                                                generator)
 
-    def loss(self, batch: tuple[Tensor, Tensor, Tensor],
-             step: int) -> tuple[Tensor, dict[str, float]]:
-        """``bpr + reg_weight * reg + cor_weight * cor``; the parts are logged unweighted."""
+    def _sample(self, users: Tensor, pos: Tensor, neg: Tensor,
+                generator: torch.Generator) -> tuple:
+        """``(nodes, blocks, index)`` of a batch with ``neighbors > 0`` (see :meth:`batches`),
+        else nothing."""
+        if not self.config.neighbors:
+            return ()
+        seeds, index = torch.unique(torch.cat([users, pos + self.num_users,
+                                               neg + self.num_users]), return_inverse=True)
+        nodes, blocks = sample_blocks(self.in_rowptr.cpu(), self.in_sources.cpu(), seeds,
+                                      self.config.neighbors, len(self.convs), generator)
+        return nodes, blocks, index
+
+    def loss(self, batch: tuple, step: int) -> tuple[Tensor, dict[str, float]]:
+        """``rank + reg_weight * reg + cor_weight * cor`` (``rank`` is the BPR or sampled
+        softmax loss); the parts are logged unweighted."""
         device = self.user_embedding.weight.device
-        users, pos, neg = (t.to(device) for t in batch)
-        user_out, item_out = self.embed()
-        u = user_out[users]
-        bpr = F.softplus((u * item_out[neg]).sum((1, 2)) - (u * item_out[pos]).sum((1, 2))).mean()
-        reg = 0.5 * (self.user_embedding(users).pow(2).sum()
-                     + self.item_embedding(pos).pow(2).sum()
-                     + self.item_embedding(neg).pow(2).sum()) / len(users)
-        loss = bpr + self.config.reg_weight * reg
+        users, pos, neg = (t.to(device) for t in batch[:3])
+        if self.config.neighbors:
+            nodes, blocks, index = batch[3:]
+            out = self._propagate_blocks(nodes.to(device), [
+                (edge_index.to(device), size) for edge_index, size in blocks])[index.to(device)]
+            user_rows, pos_rows, neg_rows = out.split([len(users), len(pos), len(neg)])
+        else:
+            user_out, item_out = self.embed()
+            user_rows, pos_rows, neg_rows = user_out[users], item_out[pos], item_out[neg]
+        u = user_rows.flatten(1)
+        positive = (u * pos_rows.flatten(1)).sum(1)
+        reg_rows = [self.user_embedding(users), self.item_embedding(pos)]
+        if self.config.loss == "softmax":
+            negative = u @ neg_rows.flatten(1).t()
+            # a shared negative that is the row's own positive is not a negative for it
+            negative = negative.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), -math.inf)
+            logits = torch.cat([positive.unsqueeze(1), negative], 1) / self.config.softmax_tau
+            rank = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
+        else:
+            rank = F.softplus((u * neg_rows.flatten(1)).sum(1) - positive).mean()
+            reg_rows.append(self.item_embedding(neg))
+        reg = 0.5 * sum(rows.pow(2).sum() for rows in reg_rows) / len(users)
+        loss = rank + self.config.reg_weight * reg
         cor = torch.zeros((), device=device)
         if self.config.cor_weight > 0 and self.num_factors > 1:
             n = self.config.cor_sample
-            sample = torch.cat([user_out[users[:n].unique()], item_out[pos[:n].unique()]])
+            sample = torch.cat([_distinct(users[:n], user_rows[:n]),
+                                _distinct(pos[:n], pos_rows[:n])])
             cor = channel_distance_correlation(sample)
             loss = loss + self.config.cor_weight * cor
-        return loss, {"bpr": bpr.item(), "reg": reg.item(), "cor": cor.item()}
+        return loss, {self.config.loss: rank.item(), "reg": reg.item(), "cor": cor.item()}
 
     # -- ranking ------------------------------------------------------------------------
     def score(self, users: Tensor, history: Tensor) -> Tensor:
@@ -338,6 +430,14 @@ def _centred_distances(x: Tensor) -> Tensor:
     sq = (x * x).sum(1)
     dist = torch.sqrt((sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * x @ x.t()).clamp(min=0) + 1e-8)
     return dist - dist.mean(0, keepdim=True) - dist.mean(1, keepdim=True) + dist.mean()
+
+
+def _distinct(ids: Tensor, rows: Tensor) -> Tensor:
+    """The rows of the first occurrence of every distinct id, in increasing id order."""
+    distinct, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((len(distinct),), len(ids), device=ids.device).scatter_reduce(
+        0, inverse, torch.arange(len(ids), device=ids.device), "amin")
+    return rows[first]
 
 
 def _reject_positives(users: Tensor, negatives: Tensor, items: Tensor, num_items: int,

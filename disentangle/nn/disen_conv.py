@@ -86,9 +86,10 @@ class DisenConv(MessagePassing):
         differentiable_routing (bool, optional): Back-propagate through all :math:`T`
             iterations and the routing weights. (default: :obj:`False`)
         fused (bool, optional): Use the sparse-matrix kernel. (default: :obj:`True`)
-        cached (bool, optional): With the fused kernel, build the CSR structure of the graph
-            on the first call and reuse it afterwards, ignoring later :obj:`edge_index`
-            values. Only for a fixed graph (transductive learning). (default: :obj:`False`)
+        cached (bool, optional): With the fused kernel, keep the CSR structure of the last
+            graph and reuse it while the layer is called with the same :obj:`edge_index`
+            tensor object (e.g. a model's buffer in transductive learning); the tensor must
+            not be modified in place. (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -249,11 +250,12 @@ class DisenConv(MessagePassing):
     def _csr_graph(self, edge_index: Tensor, size: tuple[int, int],
                    bipartite: bool) -> _CSRGraph:
         graph = self._cached_graph
-        if graph is not None and graph.size == size and graph.device == edge_index.device:
+        if graph is not None and graph.source is edge_index and graph.size == size:
             return graph
+        source = edge_index
         if not bipartite:
             edge_index = self._handle_self_loops(edge_index, size[0])
-        graph = _CSRGraph.build(edge_index, size)
+        graph = _CSRGraph.build(edge_index, size, source)
         if self.cached:
             self._cached_graph = graph
         return graph
@@ -274,6 +276,7 @@ class _CSRGraph:
     """
 
     edge_index: Tensor  # 2 x E, input order
+    source: Tensor  # the edge_index given to the layer (before self-loop handling)
     size: tuple[int, int]  # (num_src, num_dst)
     inverse: Tensor  # E: CSR entry of each input edge
     adj_t: Tensor  # num_dst x num_src sparse CSR, values all one
@@ -286,7 +289,7 @@ class _CSRGraph:
         return self.edge_index.device
 
     @classmethod
-    def build(cls, edge_index: Tensor, size: tuple[int, int]) -> _CSRGraph:
+    def build(cls, edge_index: Tensor, size: tuple[int, int], source: Tensor) -> _CSRGraph:
         num_src, num_dst = size
         src, dst = edge_index
         order = torch.argsort(dst * num_src + src, stable=True)
@@ -298,7 +301,7 @@ class _CSRGraph:
         adj_t = _csr(_ptr(row, num_dst).to(itype), col.to(itype), ones, (num_dst, num_src))
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)
-        return cls(edge_index, size, inverse, adj_t, perm_t,
+        return cls(edge_index, source, size, inverse, adj_t, perm_t,
                    _ptr(col[perm_t], num_src).to(itype), row[perm_t].to(itype))
 
     def sddmm(self, c: Tensor, z: Tensor) -> Tensor:

@@ -167,6 +167,68 @@ def test_loss_is_bpr_plus_weighted_l2_and_channel_correlation(data):
     assert loss.item() == pytest.approx(bpr + 0.1 * reg + 0.5 * cor, rel=1e-5)
 
 
+def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data):
+    model = make(data, loss="softmax", softmax_tau=0.5, reg_weight=0.1, cor_weight=0.0)
+    users, pos = torch.tensor([0, 0, 20]), torch.tensor([1, 3, 12])
+    shared = torch.tensor([30, 3, 5, 40])  # item 3 is the second row's own positive
+    loss, parts = model.loss((users, pos, shared), step=0)
+    with torch.no_grad():
+        u_out, i_out = model.embed()
+        ego_u, ego_i = model.user_embedding.weight, model.item_embedding.weight
+        terms, sq = [], 0.0
+        for u, p in zip(users.tolist(), pos.tolist()):
+            candidates = [p] + [j for j in shared.tolist() if j != p]
+            logits = torch.stack([(u_out[u] * i_out[j]).sum() for j in candidates]) / 0.5
+            terms.append(float(-torch.log_softmax(logits.double(), 0)[0]))
+            sq += float(ego_u[u].pow(2).sum() + ego_i[p].pow(2).sum())
+    assert parts["softmax"] == pytest.approx(np.mean(terms), rel=1e-5)
+    assert parts["reg"] == pytest.approx(0.5 * sq / 3, rel=1e-5)
+    assert loss.item() == pytest.approx(np.mean(terms) + 0.1 * 0.5 * sq / 3, rel=1e-5)
+
+
+def test_softmax_batches_share_uniform_negatives(data):
+    model = make(data, loss="softmax", num_negatives=7, batch_size=50)
+    batches = list(model.batches(data, torch.Generator().manual_seed(1)))
+    assert [len(b[2]) for b in batches] == [7] * 8
+    got = sorted(zip(torch.cat([b[0] for b in batches]).tolist(),
+                     torch.cat([b[1] for b in batches]).tolist()))
+    assert got == sorted(zip(data.users.tolist(), data.items.tolist()))
+    many = make(data, loss="softmax", num_negatives=10_000)
+    neg = next(many.batches(data, torch.Generator().manual_seed(2)))[2]
+    counts = torch.bincount(neg, minlength=data.num_items).float()
+    assert counts.min() > 0.5 * counts.mean()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped(data, layers):
+    """With S above every degree, the sampled computation graph is the exact neighbourhood
+    of the batch, so the sampled update is the full-graph one."""
+    full = make(data, num_layers=layers, cor_sample=8, cor_weight=0.5).double()
+    sampled = make(data, num_layers=layers, cor_sample=8, cor_weight=0.5, neighbors=1000).double()
+    batch = next(sampled.batches(data, torch.Generator().manual_seed(0)))
+    assert len(batch) == 6
+    losses = []
+    for model, b in ((full, batch[:3]), (sampled, batch)):
+        loss, parts = model.loss(b, 0)
+        loss.backward()
+        losses.append(parts)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+    for a, b in zip(full.parameters(), sampled.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_sampled_batches_read_at_most_S_neighbours_per_node(data):
+    model = make(data, num_layers=2, neighbors=2)
+    users, pos, neg, nodes, blocks, index = next(
+        model.batches(data, torch.Generator().manual_seed(0)))
+    assert torch.equal(nodes[index], torch.cat([users, pos + data.num_users,
+                                                neg + data.num_users]))
+    for edge_index, (num_read, num_computed) in blocks:
+        assert edge_index[0].max() < num_read and edge_index[1].max() < num_computed
+        assert torch.bincount(edge_index[1]).max() <= 2
+    assert blocks[0][0].size(1) < 2 * blocks[0][1][1] + 1
+
+
 def test_correlation_term_is_skipped_when_its_weight_is_zero(data):
     model = make(data, cor_weight=0.0)
     _, parts = model.loss(next(model.batches(data, torch.Generator().manual_seed(0))), 0)
@@ -298,9 +360,11 @@ def recall_at(model, data, held_out, k=5):
     return (top == torch.from_numpy(held_out).unsqueeze(1)).any(1).float().mean().item()
 
 
-def test_training_lowers_the_loss_and_beats_random_recall():
+@pytest.mark.parametrize("options", [{}, {"neighbors": 3},
+                                     {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2}])
+def test_training_lowers_the_loss_and_beats_random_recall(options):
     data, held_out = clustered()
-    model = make(data, batch_size=128, cor_weight=0.01)
+    model = make(data, batch_size=128, cor_weight=0.01, **options)
     untrained = recall_at(model.eval(), data, held_out)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     gen = torch.Generator().manual_seed(0)
@@ -313,7 +377,7 @@ def test_training_lowers_the_loss_and_beats_random_recall():
             loss, parts = model.loss(batch, step)
             loss.backward()
             optimizer.step()
-            total += parts["bpr"]
+            total += parts[model.config.loss]
         epoch_loss.append(total)
     trained = recall_at(model.eval(), data, held_out)
     assert np.mean(epoch_loss[-3:]) < 0.7 * np.mean(epoch_loss[:3])
@@ -324,7 +388,8 @@ def test_training_lowers_the_loss_and_beats_random_recall():
 @pytest.mark.parametrize("field, value", [
     ("num_factors", 0), ("factor_dim", 0), ("num_layers", 0), ("iterations", 0), ("tau", 0.0),
     ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("batch_size", 0),
-    ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1),
+    ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1), ("neighbors", -1),
+    ("loss", "hinge"), ("num_negatives", 0), ("softmax_tau", 0.0),
 ])
 def test_invalid_config_names_the_field(data, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
