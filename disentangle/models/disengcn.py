@@ -31,6 +31,7 @@ from disentangle.nn.disen_conv import DisenConv
 
 _COMBINE = ("mean", "last")
 _LOSSES = ("bpr", "softmax")
+_OUTPUTS = ("normalized", "linear")
 
 
 @dataclasses.dataclass
@@ -47,7 +48,12 @@ class DisenGCNConfig(ModelConfig):
         layer_combine: ``"mean"``: final representation = mean of the (channel-normalised)
             ego embedding and the ``L`` layer outputs, as DGCF and LightGCN combine layers;
             ``"last"``: the output of layer ``L``.
-        keep_norm: scale every channel of the final representation by the norm of the node's
+        layer_output: ``"normalized"``: DisenGCN's layer, unit-length channels;
+            ``"linear"``: every layer outputs the routed sum of the neighbours' raw channels
+            with LightGCN's weights ``1 / sqrt(|N(u)| |N(v)|)`` (DGCF's intent-aware
+            propagation; :class:`~disentangle.nn.disen_conv.DisenConv` with
+            ``output="linear"``), and ``layer_combine`` averages the raw embeddings.
+        keep_norm: (``layer_output="normalized"`` only) scale every channel of the final representation by the norm of the node's
             free embedding in that channel. The routing layers work on unit channels, so
             without it scores are bounded by ``K`` and the L2 penalty on the embeddings
             constrains nothing; with it the routing decides directions and the (regularised)
@@ -79,6 +85,7 @@ class DisenGCNConfig(ModelConfig):
     tau: float = 1.0
     dropout: float = 0.0
     layer_combine: str = "mean"
+    layer_output: str = "normalized"
     keep_norm: bool = True
     differentiable_routing: bool = False
     batch_size: int = 8192
@@ -100,6 +107,8 @@ class DisenGCNConfig(ModelConfig):
         self.check("dropout", self.dropout, 0.0 <= self.dropout < 1.0, "a float in [0, 1)")
         self.check("layer_combine", self.layer_combine, self.layer_combine in _COMBINE,
                    f"one of {_COMBINE}")
+        self.check("layer_output", self.layer_output, self.layer_output in _OUTPUTS,
+                   f"one of {_OUTPUTS}")
         self.check("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         self.check("neighbors", self.neighbors, self.neighbors >= 0, "an integer >= 0")
         self.check("loss", self.loss, self.loss in _LOSSES, f"one of {_LOSSES}")
@@ -197,7 +206,8 @@ class DisenGCN(FactorRecommender):
         self.convs = torch.nn.ModuleList(
             DisenConv(channels, config.num_factors, iterations=config.iterations,
                       tau=config.tau, dropout=config.dropout, self_loops="keep",
-                      differentiable_routing=config.differentiable_routing, cached=True)
+                      differentiable_routing=config.differentiable_routing,
+                      output=config.layer_output, cached=True)
             for _ in range(config.num_layers))
 
         users, items = train_data.edge_index
@@ -211,6 +221,8 @@ class DisenGCN(FactorRecommender):
         rowptr, sources = incoming_csr(edge_index, self.num_users + self.num_items)
         self.register_buffer("in_rowptr", rowptr, persistent=False)
         self.register_buffer("in_sources", sources, persistent=False)
+        degree = (rowptr[1:] - rowptr[:-1]).float()  # interactions of every user and item
+        self.register_buffer("degree", degree, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -234,13 +246,14 @@ class DisenGCN(FactorRecommender):
         """:meth:`embed`, and with ``with_routing`` the ``E x K`` routing weights of the last
         layer per interaction."""
         x = ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        weight = self._lightgcn_weight(self.edge_index) if self._linear else None
         layers = []
         routing = None
         for conv in self.convs:
             if with_routing and conv is self.convs[-1]:
-                x, (_, routing) = conv(x, self.edge_index, return_routing=True)
+                x, (_, routing) = conv(x, self.edge_index, weight, return_routing=True)
             else:
-                x = conv(x, self.edge_index)
+                x = conv(x, self.edge_index, weight)
             layers.append(x)
         out = self._combine(ego, layers)
         per_interaction = None
@@ -258,17 +271,35 @@ class DisenGCN(FactorRecommender):
         num_seeds = blocks[-1][1][1]
         x, layers = ego, []
         for conv, (edge_index, (_, num_computed)) in zip(self.convs, blocks):
-            x = conv((x, x[:num_computed]), edge_index)
+            weight = None
+            if self._linear:
+                # a node that reads S < |N(u)| sampled neighbours scales them by |N(u)| / S
+                dst = nodes[edge_index[1]]
+                read = torch.bincount(edge_index[1], minlength=num_computed)
+                weight = self._lightgcn_weight(torch.stack([nodes[edge_index[0]], dst])) * (
+                    self.degree[dst] / read[edge_index[1]])
+            x = conv((x, x[:num_computed]), edge_index, weight)
             layers.append(x[:num_seeds])
         return self._combine(ego[:num_seeds], layers)
+
+    @property
+    def _linear(self) -> bool:
+        return self.config.layer_output == "linear"
+
+    def _lightgcn_weight(self, edge_index: Tensor) -> Tensor:
+        """``1 / sqrt(|N(v)| |N(u)|)`` for the edges ``v -> u`` (global node ids)."""
+        return (self.degree[edge_index[0]] * self.degree[edge_index[1]]).rsqrt()
 
     def _combine(self, ego: Tensor, layers: list[Tensor]) -> Tensor:
         """The final ``n x K x d`` channels from the ego embeddings and the layer outputs
         (``n x K*d`` each): ``layer_combine``, then ``keep_norm``."""
         ego = ego.view(len(ego), self.num_factors, self.factor_dim)
-        layers = [F.normalize(ego, dim=-1)] + [x.view_as(ego) for x in layers]
+        layers = [ego if self._linear else F.normalize(ego, dim=-1)] + [
+            x.view_as(ego) for x in layers]
         out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
-        return out * ego.norm(dim=-1, keepdim=True) if self.config.keep_norm else out
+        if self.config.keep_norm and not self._linear:
+            out = out * ego.norm(dim=-1, keepdim=True)
+        return out
 
     def _inference(self) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`_propagate` with routing, without gradient, cached in eval mode."""

@@ -15,6 +15,7 @@ from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import add_self_loops, remove_self_loops
 
 _SELF_LOOPS = ("remove", "keep", "add")
+_OUTPUTS = ("normalized", "linear")
 
 
 class DisenConv(MessagePassing):
@@ -40,6 +41,18 @@ class DisenConv(MessagePassing):
 
     and outputs :math:`\mathbf{x}^{\prime}_{u} = [\mathbf{c}_{u,1}, \ldots, \mathbf{c}_{u,K}]`
     after iteration :math:`T`.
+
+    With :obj:`output="linear"` the routing is the same, but the last aggregation is the
+    linear, weighted sum of the neighbours' raw (not normalised) channels, as in the
+    intent-aware graphs of DGCF (Wang et al., SIGIR 2020) and the propagation of LightGCN,
+
+    .. math::
+        \mathbf{x}^{\prime}_{u,k} = \sum_{v \in \mathcal{N}(u)} w_{vu} \, p_{v,k} \,
+            \mathbf{x}_{v,k},
+
+    with edge weights :math:`w_{vu}` (:obj:`edge_weight`, e.g. :math:`1/\sqrt{|\mathcal{N}(u)|
+    |\mathcal{N}(v)|}`; one if not given) and no self term. Since the routing weights of an
+    edge sum to one over the factors, with :math:`K = 1` this is exactly a LightGCN layer.
 
     The first :math:`T - 1` iterations only refine the routing and run without gradient; the
     last aggregation uses the routing weights of iteration :math:`T` as constants, so the
@@ -85,6 +98,9 @@ class DisenConv(MessagePassing):
             (default: :obj:`"remove"`)
         differentiable_routing (bool, optional): Back-propagate through all :math:`T`
             iterations and the routing weights. (default: :obj:`False`)
+        output (str, optional): :obj:`"normalized"` (DisenGCN, unit-length channels) or
+            :obj:`"linear"` (the weighted sum of raw neighbour channels above).
+            (default: :obj:`"normalized"`)
         fused (bool, optional): Use the sparse-matrix kernel. (default: :obj:`True`)
         cached (bool, optional): With the fused kernel, keep the CSR structure of the last
             graph and reuse it while the layer is called with the same :obj:`edge_index`
@@ -119,6 +135,7 @@ class DisenConv(MessagePassing):
         act: str | Callable | None = "relu",
         self_loops: str = "remove",
         differentiable_routing: bool = False,
+        output: str = "normalized",
         fused: bool = True,
         cached: bool = False,
         **kwargs,
@@ -134,6 +151,7 @@ class DisenConv(MessagePassing):
         _check("tau", tau, tau > 0, "a float > 0")
         _check("dropout", dropout, 0.0 <= dropout < 1.0, "a float in [0, 1)")
         _check("self_loops", self_loops, self_loops in _SELF_LOOPS, f"one of {_SELF_LOOPS}")
+        _check("output", output, output in _OUTPUTS, f"one of {_OUTPUTS}")
         self.channels = channels
         self.num_factors = num_factors
         self.factor_channels = channels // num_factors
@@ -143,6 +161,7 @@ class DisenConv(MessagePassing):
         self.in_channels = in_channels
         self.self_loops = self_loops
         self.differentiable_routing = differentiable_routing
+        self.output = output
         self.fused = fused
         self.cached = cached
         self._cached_graph: _CSRGraph | None = None
@@ -161,7 +180,7 @@ class DisenConv(MessagePassing):
         self._cached_graph = None
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor], edge_index: Tensor,
-                return_routing: bool = False):
+                edge_weight: Tensor | None = None, return_routing: bool = False):
         r"""Route and aggregate.
 
         Args:
@@ -170,6 +189,9 @@ class DisenConv(MessagePassing):
                 :math:`\mathbf{z}_{u}` then comes from the targets).
             edge_index (torch.Tensor): The :math:`2 \times |\mathcal{E}|` edges
                 :math:`(v \to u)`, sources in row 0.
+            edge_weight (torch.Tensor, optional): The :math:`|\mathcal{E}|` weights
+                :math:`w_{vu}` of :obj:`output="linear"` (ignored otherwise); self-loops
+                added by :obj:`self_loops="add"` get weight one. (default: :obj:`None`)
             return_routing (bool, optional): Also return the edges used and their routing
                 weights. (default: :obj:`False`)
         """
@@ -180,20 +202,29 @@ class DisenConv(MessagePassing):
         if bipartite and self.self_loops == "add":
             raise ValueError("self_loops='add' is undefined for bipartite inputs")
         if bipartite:
-            z_src, z_dst = self._factors(x[0]), self._factors(x[1])
+            h_src, h_dst = self._channels(x[0]), self._channels(x[1])
         else:
-            z_src = z_dst = self._factors(x)
+            h_src = h_dst = self._channels(x)
+        z_src = F.normalize(h_src, dim=-1)
+        z_dst = F.normalize(h_dst, dim=-1) if bipartite else z_src
         size = (z_src.size(0), z_dst.size(0))
+        linear = self.output == "linear"
+        weight = edge_weight if linear else None
 
         graph = None
         if self.fused and not self.differentiable_routing:
+            if weight is not None and not bipartite:
+                _, weight = self._handle_self_loops(edge_index, size[0], weight)
             graph = self._csr_graph(edge_index, size, bipartite)
             edge_index = graph.edge_index
+            if weight is not None:
+                weight = graph.to_csr_order(weight)
             # The sparse kernels work one factor at a time: keep factors outermost (K x N x d).
             z_dst = z_dst.transpose(0, 1).contiguous()
             z_src = z_dst if not bipartite else z_src.transpose(0, 1).contiguous()
+            h_src = h_src.transpose(0, 1).contiguous() if linear else h_src
         elif not bipartite:
-            edge_index = self._handle_self_loops(edge_index, size[0])
+            edge_index, weight = self._handle_self_loops(edge_index, size[0], weight)
 
         # A sparse adjacency makes `propagate` call the fused `message_and_aggregate`.
         adj = edge_index if graph is None else graph.adj_t
@@ -207,8 +238,13 @@ class DisenConv(MessagePassing):
                     p = torch.softmax(graph.sddmm(c, z_src) / self.tau, dim=0)
             with _grad(self.differentiable_routing or last):
                 q = F.dropout(p, self.dropout, self.training) if last else p
-                agg = self.propagate(adj, z=(z_src, z_dst), p=q, graph=graph, size=size)
-                c = F.normalize(z_dst + agg, dim=-1)
+                if last and linear:
+                    if weight is not None:  # p is E x K here, K x E (CSR order) when fused
+                        q = q * (weight.unsqueeze(-1) if graph is None else weight)
+                    c = self.propagate(adj, z=(h_src, h_dst), p=q, graph=graph, size=size)
+                else:
+                    agg = self.propagate(adj, z=(z_src, z_dst), p=q, graph=graph, size=size)
+                    c = F.normalize(z_dst + agg, dim=-1)
 
         if graph is not None:
             c = c.transpose(0, 1)
@@ -228,8 +264,8 @@ class DisenConv(MessagePassing):
         # The fused kernel's layout: z factor-major (K x N x d), p a K x E tensor in CSR order.
         return _FactorSpMM.apply(graph, p, z[0])
 
-    def _factors(self, x: Tensor) -> Tensor:
-        """``N x K x d`` unit-length factor channels of the input features."""
+    def _channels(self, x: Tensor) -> Tensor:
+        """``N x K x d`` factor channels of the input features (projected, not normalised)."""
         if self.lin is not None:
             x = self.lin(x)
             if self.act is not None:
@@ -237,15 +273,17 @@ class DisenConv(MessagePassing):
         if x.dim() != 2 or x.size(1) != self.channels:
             raise ValueError(f"expected node features of shape (N, {self.channels}), "
                              f"got {tuple(x.shape)}")
-        return F.normalize(x.reshape(x.size(0), self.num_factors, self.factor_channels), dim=-1)
+        return x.reshape(x.size(0), self.num_factors, self.factor_channels)
 
-    def _handle_self_loops(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+    def _handle_self_loops(self, edge_index: Tensor, num_nodes: int,
+                           edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if self.self_loops == "keep":
-            return edge_index
-        edge_index, _ = remove_self_loops(edge_index)
+            return edge_index, edge_weight
+        edge_index, edge_weight = remove_self_loops(edge_index, edge_weight)
         if self.self_loops == "add":
-            edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
-        return edge_index
+            edge_index, edge_weight = add_self_loops(edge_index, edge_weight, fill_value=1.0,
+                                                     num_nodes=num_nodes)
+        return edge_index, edge_weight
 
     def _csr_graph(self, edge_index: Tensor, size: tuple[int, int],
                    bipartite: bool) -> _CSRGraph:
@@ -254,7 +292,7 @@ class DisenConv(MessagePassing):
             return graph
         source = edge_index
         if not bipartite:
-            edge_index = self._handle_self_loops(edge_index, size[0])
+            edge_index, _ = self._handle_self_loops(edge_index, size[0])
         graph = _CSRGraph.build(edge_index, size, source)
         if self.cached:
             self._cached_graph = graph
@@ -262,8 +300,9 @@ class DisenConv(MessagePassing):
 
     def __repr__(self) -> str:
         proj = "" if self.in_channels is None else f"in_channels={self.in_channels}, "
+        linear = ", output='linear'" if self.output == "linear" else ""
         return (f"{type(self).__name__}({self.channels}, {proj}num_factors={self.num_factors}, "
-                f"iterations={self.iterations}, tau={self.tau})")
+                f"iterations={self.iterations}, tau={self.tau}{linear})")
 
 
 @dataclasses.dataclass(eq=False)
@@ -321,6 +360,12 @@ class _CSRGraph:
         # index_select is several times faster than p[:, perm_t] on CPU.
         return _per_factor_spmm(self.crow_t, self.col_t, p.index_select(1, self.perm_t), g,
                                 self.size)
+
+    def to_csr_order(self, values: Tensor) -> Tensor:
+        """Per-edge ``values`` (:attr:`edge_index` order) in CSR order."""
+        out = torch.empty_like(values)
+        out[self.inverse] = values
+        return out
 
     def to_input_order(self, p: Tensor) -> Tensor:
         """``E x K`` routing weights of the edges in :attr:`edge_index` order."""

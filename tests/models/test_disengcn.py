@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from disentangle.data.interactions import InteractionData
+from disentangle.data.neighbors import sample_blocks
 from disentangle.models.disengcn import (DisenGCN, DisenGCNConfig,
                                          channel_distance_correlation)
 from disentangle.nn.disen_conv import DisenConv
@@ -105,6 +106,45 @@ def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
                                (expected * norms)[:n])
 
 
+def test_linear_output_with_one_factor_is_lightgcn(data):
+    """K = 1 and ``layer_output="linear"``: the mean of E, A E and A^2 E with A the
+    symmetrically normalised user-item adjacency (LightGCN), whatever keep_norm says."""
+    model = make(data, num_factors=1, factor_dim=K * D, num_layers=2,
+                 layer_output="linear").eval()
+    x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
+    n, total = data.num_users, data.num_users + data.num_items
+    adjacency = torch.zeros(total, total)
+    users, items = data.edge_index
+    adjacency[users, items + n] = adjacency[items + n, users] = 1.0
+    degree = adjacency.sum(1)
+    inv_sqrt = torch.where(degree > 0, degree.clamp(min=1).rsqrt(), torch.zeros(()))
+    normalised = inv_sqrt[:, None] * adjacency * inv_sqrt[None, :]
+    expected = (x + normalised @ x + normalised @ normalised @ x) / 3
+    torch.testing.assert_close(model.item_factor_embeddings().flatten(1), expected[n:])
+    torch.testing.assert_close(model.factor_embeddings(torch.arange(n), None).flatten(1),
+                               expected[:n])
+
+
+def test_linear_sampled_layer_is_unbiased_for_the_full_one(data):
+    """With one routing iteration the routing does not depend on the sample, and each
+    sampled neighbour is scaled by |N(u)| / S: the mean over draws is the full output."""
+    model = make(data, iterations=1, layer_output="linear", layer_combine="last",
+                 neighbors=2).double().eval()
+    users = torch.arange(data.num_users)
+    full = model.factor_embeddings(users, None)
+    gen = torch.Generator().manual_seed(0)
+    seeds = torch.arange(data.num_users)
+    draws = []
+    with torch.no_grad():
+        for _ in range(2000):
+            nodes, blocks = sample_blocks(model.in_rowptr, model.in_sources, seeds, 2, 1, gen)
+            draws.append(model._propagate_blocks(nodes, blocks))
+    draws = torch.stack(draws)
+    error = (draws.mean(0) - full).abs().max()
+    assert error < 5 * draws.std(0).max() / math.sqrt(len(draws))
+    assert not torch.allclose(draws[0], full)  # each user has 6 items: 2 is a real sample
+
+
 def test_factor_weights_average_both_directions_of_each_interaction(data):
     model = make(data).eval()
     x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
@@ -200,11 +240,14 @@ def test_softmax_batches_share_uniform_negatives(data):
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped(data, layers):
+@pytest.mark.parametrize("output", ["normalized", "linear"])
+def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped(
+        data, layers, output):
     """With S above every degree, the sampled computation graph is the exact neighbourhood
     of the batch, so the sampled update is the full-graph one."""
-    full = make(data, num_layers=layers, cor_sample=8, cor_weight=0.5).double()
-    sampled = make(data, num_layers=layers, cor_sample=8, cor_weight=0.5, neighbors=1000).double()
+    options = dict(num_layers=layers, cor_sample=8, cor_weight=0.5, layer_output=output)
+    full = make(data, **options).double()
+    sampled = make(data, neighbors=1000, **options).double()
     batch = next(sampled.batches(data, torch.Generator().manual_seed(0)))
     assert len(batch) == 6
     losses = []
@@ -360,7 +403,7 @@ def recall_at(model, data, held_out, k=5):
     return (top == torch.from_numpy(held_out).unsqueeze(1)).any(1).float().mean().item()
 
 
-@pytest.mark.parametrize("options", [{}, {"neighbors": 3},
+@pytest.mark.parametrize("options", [{}, {"neighbors": 3}, {"layer_output": "linear"},
                                      {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2}])
 def test_training_lowers_the_loss_and_beats_random_recall(options):
     data, held_out = clustered()
@@ -389,7 +432,7 @@ def test_training_lowers_the_loss_and_beats_random_recall(options):
     ("num_factors", 0), ("factor_dim", 0), ("num_layers", 0), ("iterations", 0), ("tau", 0.0),
     ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("batch_size", 0),
     ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1), ("neighbors", -1),
-    ("loss", "hinge"), ("num_negatives", 0), ("softmax_tau", 0.0),
+    ("loss", "hinge"), ("num_negatives", 0), ("softmax_tau", 0.0), ("layer_output", "sum"),
 ])
 def test_invalid_config_names_the_field(data, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):

@@ -15,12 +15,14 @@ def unit(v):
     return v / v.norm().clamp(min=1e-12)
 
 
-def reference(x_src, x_dst, edges, iterations, tau, frozen=False):
+def reference(x_src, x_dst, edges, iterations, tau, frozen=False, linear_weights=None):
     """DisenGCN's neighbourhood routing, one node, one edge and one factor at a time.
 
     Returns the output rows (list of K-lists of d-vectors) and the routing weights of the last
     iteration (one K-list per edge). With ``frozen``, every routing weight is computed from a
-    detached copy of the inputs, so gradients pass only through the final weighted sum.
+    detached copy of the inputs, so gradients pass only through the final weighted sum. With
+    ``linear_weights`` (one weight per edge), the last aggregation is ``output="linear"``'s:
+    the weighted sum of the raw neighbour channels, without self term or normalisation.
     """
     def factors(x):
         return [[unit(x[n, k * D:(k + 1) * D]) for k in range(K)] for n in range(x.size(0))]
@@ -40,10 +42,19 @@ def reference(x_src, x_dst, edges, iterations, tau, frozen=False):
             routing.append([e / sum(exps) for e in exps])
         last = t == iterations - 1
         zs, zd = (z_src, z_dst) if last else (z_src_r, z_dst_r)
+        if last and linear_weights is not None:
+            zs = [[x_src[n, k * D:(k + 1) * D] for k in range(K)] for n in range(x_src.size(0))]
         new_c = []
         for u in range(len(z_dst)):
             channels = []
             for k in range(K):
+                if last and linear_weights is not None:
+                    acc = torch.zeros(D, dtype=x_src.dtype)
+                    for (v, target), p, w in zip(edges, routing, linear_weights):
+                        if target == u:
+                            acc = acc + w * p[k] * zs[v][k]
+                    channels.append(acc)
+                    continue
                 acc = zd[u][k]
                 for (v, target), p in zip(edges, routing):
                     if target == u:
@@ -78,6 +89,71 @@ def test_output_and_routing_match_the_per_node_reference(x, fused, iterations, t
     assert torch.equal(used, edge_index)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(routing, ref_routing)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+@pytest.mark.parametrize("iterations", [1, 3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_output_matches_the_per_node_reference(x, fused, iterations, weighted):
+    edges, edge_index = tiny_graph()
+    weights = torch.linspace(0.5, 2.0, len(edges), dtype=torch.float64)
+    conv = DisenConv(K * D, K, iterations=iterations, tau=0.5, output="linear", fused=fused)
+    out, (_, routing) = conv(x, edge_index, weights if weighted else None, return_routing=True)
+    ref_out, ref_routing = reference(x, x, edges, iterations, 0.5,
+                                     linear_weights=weights if weighted else [1.0] * len(edges))
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(routing, ref_routing)
+
+    grad = input_grad(x)
+    got = grad(lambda xg: conv(xg, edge_index, weights if weighted else None))
+    frozen = grad(lambda xg: reference(
+        xg, xg, edges, iterations, 0.5, frozen=True,
+        linear_weights=weights if weighted else [1.0] * len(edges))[0])
+    torch.testing.assert_close(got, frozen)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_linear_output_with_one_factor_is_a_lightgcn_layer(x, fused):
+    """K = 1: every routing weight is one, so the layer is D^-1/2 A D^-1/2 X."""
+    edges, edge_index = tiny_graph()
+    in_degree = torch.bincount(edge_index[1], minlength=5).double()
+    out_degree = torch.bincount(edge_index[0], minlength=5).double()
+    weight = (out_degree[edge_index[0]] * in_degree[edge_index[1]]).rsqrt()
+    adjacency = torch.zeros(5, 5, dtype=torch.float64)
+    for (v, u), w in zip(edges, weight.tolist()):
+        adjacency[u, v] = w
+    conv = DisenConv(K * D, 1, iterations=2, output="linear", fused=fused)
+    torch.testing.assert_close(conv(x, edge_index, weight), adjacency @ x)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_linear_output_weights_follow_self_loop_handling(x, fused):
+    edges, edge_index = tiny_graph()
+    loops = torch.tensor([[0, 2], [0, 2]])
+    with_loops = torch.cat([edge_index, loops], dim=1)
+    weights = torch.linspace(0.5, 2.0, len(edges) + 2, dtype=torch.float64)
+    removed = DisenConv(K * D, K, output="linear", fused=fused)(x, with_loops, weights)
+    plain = DisenConv(K * D, K, output="linear", fused=fused)(x, edge_index, weights[:-2])
+    torch.testing.assert_close(removed, plain)
+    added = DisenConv(K * D, K, output="linear", self_loops="add", fused=fused)
+    every_loop = torch.arange(5).repeat(2, 1)
+    expected = DisenConv(K * D, K, output="linear", self_loops="keep", fused=fused)(
+        x, torch.cat([edge_index, every_loop], 1),
+        torch.cat([weights[:-2], torch.ones(5, dtype=torch.float64)]))
+    torch.testing.assert_close(added(x, with_loops, weights), expected)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_linear_bipartite_input_matches_the_reference(fused):
+    gen = torch.Generator().manual_seed(2)
+    x_src = torch.randn(4, K * D, generator=gen, dtype=torch.float64)
+    x_dst = torch.randn(3, K * D, generator=gen, dtype=torch.float64)
+    edges = [(0, 0), (1, 0), (3, 1), (2, 1), (0, 1), (3, 2)]
+    weights = torch.tensor([1.0, 0.5, 2.0, 1.5, 0.25, 3.0], dtype=torch.float64)
+    conv = DisenConv(K * D, K, iterations=2, output="linear", fused=fused)
+    out = conv((x_src, x_dst), torch.tensor(edges).t(), weights)
+    ref_out, _ = reference(x_src, x_dst, edges, 2, 1.0, linear_weights=weights)
+    torch.testing.assert_close(out, ref_out)
 
 
 @pytest.mark.parametrize("fused", KERNELS)
@@ -262,6 +338,8 @@ def test_empty_graph_normalises_the_input(x):
         out = DisenConv(K * D, K, fused=fused)(x, torch.empty(2, 0, dtype=torch.long))
         torch.testing.assert_close(out.view(-1, K, D),
                                    torch.nn.functional.normalize(x.view(-1, K, D), dim=-1))
+        linear = DisenConv(K * D, K, output="linear", fused=fused)
+        assert torch.equal(linear(x, torch.empty(2, 0, dtype=torch.long)), torch.zeros_like(x))
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -271,6 +349,7 @@ def test_empty_graph_normalises_the_input(x):
     (dict(channels=12, num_factors=3, tau=0.0), "tau"),
     (dict(channels=12, num_factors=3, dropout=1.0), "dropout"),
     (dict(channels=12, num_factors=3, self_loops="twice"), "self_loops"),
+    (dict(channels=12, num_factors=3, output="sum"), "output"),
 ])
 def test_invalid_arguments_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -285,3 +364,5 @@ def test_wrong_feature_size_is_reported(x):
 def test_repr_names_the_sizes():
     assert repr(DisenConv(64, 4, iterations=2)) == \
         "DisenConv(64, num_factors=4, iterations=2, tau=1.0)"
+    assert repr(DisenConv(64, 4, output="linear")) == \
+        "DisenConv(64, num_factors=4, iterations=3, tau=1.0, output='linear')"
