@@ -85,7 +85,7 @@ class DisenGCNConfig(ModelConfig):
     tau: float = 1.0
     dropout: float = 0.0
     layer_combine: str = "mean"
-    layer_output: str = "normalized"
+    layer_output: str = "linear"
     keep_norm: bool = True
     differentiable_routing: bool = False
     batch_size: int = 8192
@@ -137,6 +137,22 @@ class DisenGCN(FactorRecommender):
 
     and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`.
 
+    With ``layer_output="linear"`` the layers propagate raw channels, DGCF-style: the routing
+    weights :math:`p_{v,k}` of each edge (computed as above, on directions) split LightGCN's
+    propagation between the factors,
+
+    .. math::
+        \mathbf{x}^{(l)}_{u,k} = \sum_{v \in \mathcal{N}(u)}
+            \frac{p^{(l)}_{v,k}}{\sqrt{|\mathcal{N}(u)||\mathcal{N}(v)|}}
+            \mathbf{x}^{(l-1)}_{v,k}, \qquad
+        \mathbf{u}_k = \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{x}^{(l)}_{u,k},
+        \quad \mathbf{x}^{(0)} = \mathbf{e},
+
+    so that with ``K = 1`` the model is LightGCN. DGCF itself normalises each factor's graph
+    by its routed degrees :math:`\sum_v p_{v,k}` and accumulates its routing logits over
+    iterations; here the degrees are the graph's, so the K factor graphs add up to
+    LightGCN's.
+
     Training draws, for every training edge, one item uniformly as its negative (resampled
     while it is a training positive of the user, if ``reject_positives``) and minimises
 
@@ -184,8 +200,8 @@ class DisenGCN(FactorRecommender):
     Config = DisenGCNConfig
     supports_new_users = False
     # BPR recommenders are compared at k=20 (LightGCN, DGCF) with recall = hits / |test|.
-    # runs saved before keep_norm existed used unit channels
-    saved_run_defaults = {"keep_norm": False}
+    # runs saved before these keys existed used DisenGCN's unit channels, without rescaling
+    saved_run_defaults = {"keep_norm": False, "layer_output": "normalized"}
     defaults = {"data": {"protocol": "ratio"},
                 "train": {"epochs": 100, "lr": 5e-3, "ks": [20, 50], "select": "recall@20"}}
 

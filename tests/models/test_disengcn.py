@@ -84,7 +84,7 @@ def test_scores_are_inner_products_of_the_factor_embeddings(data):
 
 
 def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
-    model = make(data, num_layers=2, keep_norm=False).eval()
+    model = make(data, num_layers=2, layer_output="normalized", keep_norm=False).eval()
     x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
     n = data.num_users
     users, items = data.edge_index
@@ -96,10 +96,11 @@ def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
     expected = torch.stack([ego, layer1, layer2]).mean(0).view(-1, K, D)
     torch.testing.assert_close(model.item_factor_embeddings(), expected[n:])
     torch.testing.assert_close(model.factor_embeddings(torch.arange(n), None), expected[:n])
-    last = make(data, num_layers=2, layer_combine="last", keep_norm=False).eval()
+    last = make(data, num_layers=2, layer_combine="last", layer_output="normalized",
+                keep_norm=False).eval()
     torch.testing.assert_close(last.item_factor_embeddings(), layer2.view(-1, K, D)[n:])
     # keep_norm: each channel rescaled by the norm of the node's free embedding in it
-    scaled = make(data, num_layers=2).eval()  # the default
+    scaled = make(data, num_layers=2, layer_output="normalized").eval()  # keep_norm default
     norms = x.view(-1, K, D).norm(dim=-1, keepdim=True)
     torch.testing.assert_close(scaled.item_factor_embeddings(), (expected * norms)[n:])
     torch.testing.assert_close(scaled.factor_embeddings(torch.arange(n), None),
@@ -403,7 +404,7 @@ def recall_at(model, data, held_out, k=5):
     return (top == torch.from_numpy(held_out).unsqueeze(1)).any(1).float().mean().item()
 
 
-@pytest.mark.parametrize("options", [{}, {"neighbors": 3}, {"layer_output": "linear"},
+@pytest.mark.parametrize("options", [{}, {"neighbors": 3}, {"layer_output": "normalized"},
                                      {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2}])
 def test_training_lowers_the_loss_and_beats_random_recall(options):
     data, held_out = clustered()

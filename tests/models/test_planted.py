@@ -24,7 +24,8 @@ split and the initialisation):
   vanishes, while a sharp one (``assign_tau`` 0.02-0.05) freezes the random initial
   partition. ``dim=100`` with ``tau=0.2,
   assign_tau=2`` (otherwise these settings) reaches ~0.15 (seeds 0-2).
-* DisenGCN: AMI 0.05-0.23, mean 0.135, with ``factor_dim=2`` and the default ``keep_norm``
+* DisenGCN (``layer_output=normalized``): AMI 0.05-0.23, mean 0.135, with ``factor_dim=2``
+  and the default ``keep_norm``
   (unit channels, ``keep_norm=false``: 0.015-0.13, mean 0.08; sharper or longer routing,
   ``tau=0.05`` or ``iterations=5``, and the correlation penalty did not help). With the
   default 16 dimensions per channel it stays at ~0.02: every channel encodes all the
@@ -67,7 +68,8 @@ CASES = {
     },
     "disengcn": {
         "split": lambda data, seed: ratio_split(data, seed=seed),
-        "overrides": ["model.factor_dim=2", "model.tau=0.2", "model.cor_weight=0",
+        "overrides": ["model.layer_output=normalized", "model.factor_dim=2", "model.tau=0.2",
+                      "model.cor_weight=0",
                       "model.batch_size=1024", "train.epochs=40", "train.lr=1e-2"],
         "min_each": 0.03,
         "min_mean": 0.1,
