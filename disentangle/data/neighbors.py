@@ -25,7 +25,8 @@ def sample_incoming(rowptr: Tensor, sources: Tensor, targets: Tensor, num_neighb
     """Sample the incoming edges of ``targets``.
 
     A target with at most ``num_neighbors`` incoming edges keeps all of them; one with more
-    gets ``num_neighbors`` of them drawn uniformly with replacement.
+    gets ``num_neighbors`` of them drawn uniformly with replacement (``generator`` must live
+    on the device of ``targets``).
 
     Returns:
         ``(source, position)``: for every sampled edge, its source node and the position of

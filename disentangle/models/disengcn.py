@@ -75,7 +75,8 @@ class DisenGCNConfig(ModelConfig):
             (0 disables it).
         cor_sample: the first ``cor_sample`` users and positive items of each batch (batches
             are shuffled, so a random sample) on which the distance correlation is computed.
-        reject_positives: resample negatives that are training positives of the user.
+        reject_positives: resample negatives that are training positives of the user
+            (``loss="bpr"``; the sampled softmax only leaves out each row's own positive).
     """
 
     num_factors: int = 4
@@ -121,25 +122,16 @@ class DisenGCNConfig(ModelConfig):
 
 
 class DisenGCN(FactorRecommender):
-    r"""DisenGCN routing over the user–item graph, trained with BPR.
+    r"""DisenGCN routing over the user–item graph, trained with BPR (or a sampled softmax).
 
-    Users and items get free embeddings of ``K`` channels of ``d`` dimensions. Each of the
-    ``L`` :class:`~disentangle.nn.disen_conv.DisenConv` layers routes over both edge
-    directions of the interaction graph (users aggregate their items, items their users); the
-    final channels are the mean over the channel-normalised ego embedding and the layer
-    outputs (``layer_combine="mean"``), each channel rescaled by the norm of the node's free
-    embedding in it (``keep_norm``),
-
-    .. math::
-        \mathbf{u}_k = \|\mathbf{e}_{u,k}\| \cdot \frac{1}{L+1} \Big(
-            \frac{\mathbf{e}_{u,k}}{\|\mathbf{e}_{u,k}\|} + \sum_{l=1}^{L}
-            \mathbf{c}^{(l)}_{u,k} \Big),
-
-    and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`.
-
-    With ``layer_output="linear"`` the layers propagate raw channels, DGCF-style: the routing
-    weights :math:`p_{v,k}` of each edge (computed as above, on directions) split LightGCN's
-    propagation between the factors,
+    Users and items get free embeddings :math:`\mathbf{e}` of ``K`` channels of ``d``
+    dimensions. Each of the ``L`` :class:`~disentangle.nn.disen_conv.DisenConv` layers routes
+    over both edge directions of the interaction graph (users aggregate their items, items
+    their users): the routing weights :math:`p_{v,k}` of each edge (a softmax over the
+    factors, computed on the channels' directions) decide which factor explains it. With the
+    default ``layer_output="linear"`` they split LightGCN's propagation between the factors,
+    as DGCF's intent-aware graphs do, and the final channels are the mean over the layers
+    (``layer_combine="mean"``),
 
     .. math::
         \mathbf{x}^{(l)}_{u,k} = \sum_{v \in \mathcal{N}(u)}
@@ -147,6 +139,17 @@ class DisenGCN(FactorRecommender):
             \mathbf{x}^{(l-1)}_{v,k}, \qquad
         \mathbf{u}_k = \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{x}^{(l)}_{u,k},
         \quad \mathbf{x}^{(0)} = \mathbf{e},
+
+    and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`.
+    With ``layer_output="normalized"`` the layers are DisenGCN's (unit channels
+    :math:`\mathbf{c}^{(l)}_{u,k}`), the mean is over the channel-normalised ego embedding and
+    the layer outputs, and each channel is rescaled by the norm of the node's free embedding
+    in it (``keep_norm``),
+
+    .. math::
+        \mathbf{u}_k = \|\mathbf{e}_{u,k}\| \cdot \frac{1}{L+1} \Big(
+            \frac{\mathbf{e}_{u,k}}{\|\mathbf{e}_{u,k}\|} + \sum_{l=1}^{L}
+            \mathbf{c}^{(l)}_{u,k} \Big).
 
     so that with ``K = 1`` the model is LightGCN. DGCF itself normalises each factor's graph
     by its routed degrees :math:`\sum_v p_{v,k}` and accumulates its routing logits over
@@ -168,9 +171,10 @@ class DisenGCN(FactorRecommender):
     batch's users and items. The whole graph is propagated for every batch, or, with
     ``neighbors=S``, the computation graph of the batch's users and items in which every node
     reads at most ``S`` neighbours per layer; a node with more reads ``S`` of them drawn
-    uniformly with replacement. Since each channel update is a normalised sum, the sample
-    estimates the direction of the full one; with ``S`` at least the largest degree the
-    update is exactly the full-graph one. With ``loss="softmax"`` the BPR term is replaced by
+    uniformly with replacement (in the linear sum, scaled by :math:`|\mathcal{N}(u)| / S`, so
+    that it is unbiased for given routing weights; the routing itself, and DisenGCN's
+    normalised sum, are only approximated). With ``S`` at least the largest degree the update
+    is exactly the full-graph one. With ``loss="softmax"`` the BPR term is replaced by
     the sampled softmax :math:`\operatorname{mean}\,[-\log \operatorname{softmax}(s_{ui} /
     \tau_s)]` over the positive and ``num_negatives`` uniform items shared by the batch (a
     shared item equal to the row's positive is left out), and the L2 term covers
@@ -234,9 +238,9 @@ class DisenGCN(FactorRecommender):
         self.register_buffer("edge_index", edge_index, persistent=False)
         self.register_buffer("edge_users", users.clone(), persistent=False)
         self.register_buffer("edge_items", items.clone(), persistent=False)
-        rowptr, sources = incoming_csr(edge_index, self.num_users + self.num_items)
-        self.register_buffer("in_rowptr", rowptr, persistent=False)
-        self.register_buffer("in_sources", sources, persistent=False)
+        # sampling runs on the CPU, with the batches' generator, wherever the model is
+        self._incoming = incoming_csr(edge_index, self.num_users + self.num_items)
+        rowptr = self._incoming[0]
         degree = (rowptr[1:] - rowptr[:-1]).float()  # interactions of every user and item
         self.register_buffer("degree", degree, persistent=False)
         self.reset_parameters()
@@ -376,8 +380,8 @@ class DisenGCN(FactorRecommender):
             return ()
         seeds, index = torch.unique(torch.cat([users, pos + self.num_users,
                                                neg + self.num_users]), return_inverse=True)
-        nodes, blocks = sample_blocks(self.in_rowptr.cpu(), self.in_sources.cpu(), seeds,
-                                      self.config.neighbors, len(self.convs), generator)
+        nodes, blocks = sample_blocks(*self._incoming, seeds, self.config.neighbors,
+                                      len(self.convs), generator)
         return nodes, blocks, index
 
     def loss(self, batch: tuple, step: int) -> tuple[Tensor, dict[str, float]]:
@@ -385,7 +389,7 @@ class DisenGCN(FactorRecommender):
         softmax loss); the parts are logged unweighted."""
         device = self.user_embedding.weight.device
         users, pos, neg = (t.to(device) for t in batch[:3])
-        if self.config.neighbors:
+        if len(batch) > 3:  # a sampled computation graph (neighbors > 0)
             nodes, blocks, index = batch[3:]
             out = self._propagate_blocks(nodes.to(device), [
                 (edge_index.to(device), size) for edge_index, size in blocks])[index.to(device)]

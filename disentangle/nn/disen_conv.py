@@ -51,13 +51,13 @@ class DisenConv(MessagePassing):
             \mathbf{x}_{v,k},
 
     with edge weights :math:`w_{vu}` (:obj:`edge_weight`, e.g. :math:`1/\sqrt{|\mathcal{N}(u)|
-    |\mathcal{N}(v)|}`; one if not given) and no self term. Since the routing weights of an
-    edge sum to one over the factors, with :math:`K = 1` this is exactly a LightGCN layer.
+    |\mathcal{N}(v)|}`; one if not given; constants, without gradient) and no self term.
+    Since the routing weights of an edge sum to one over the factors, with :math:`K = 1`
+    this is exactly a LightGCN layer.
 
     The first :math:`T - 1` iterations only refine the routing and run without gradient; the
     last aggregation uses the routing weights of iteration :math:`T` as constants, so the
-    loss reaches the inputs :math:`\mathbf{z}` only through the normalised weighted sum
-    above. With :obj:`differentiable_routing=True` every iteration, routing weights included,
+    loss reaches the inputs only through the final weighted sum (normalised, or linear). With :obj:`differentiable_routing=True` every iteration, routing weights included,
     is part of the autograd graph, as in the authors' implementation.
 
     Two kernels compute the same thing. The fused one (default) stores the graph as a CSR
@@ -77,7 +77,8 @@ class DisenConv(MessagePassing):
         tau (float, optional): The softmax temperature :math:`\tau > 0`.
             (default: :obj:`1.0`)
         dropout (float, optional): Message dropout: in the final (differentiable) aggregation
-            each factor message :math:`p_{v,k}\mathbf{z}_{v,k}` is zeroed with this
+            each factor message (:math:`p_{v,k}\mathbf{z}_{v,k}`, or
+            :math:`w_{vu} p_{v,k}\mathbf{x}_{v,k}` with :obj:`output="linear"`) is zeroed with this
             probability during training (survivors are scaled by :math:`1/(1-p)`). The routing
             iterations always see every message. (default: :obj:`0.0`)
         in_channels (int, optional): If set, inputs are first projected to the :math:`K`
@@ -103,9 +104,9 @@ class DisenConv(MessagePassing):
             (default: :obj:`"normalized"`)
         fused (bool, optional): Use the sparse-matrix kernel. (default: :obj:`True`)
         cached (bool, optional): With the fused kernel, keep the CSR structure of the last
-            graph and reuse it while the layer is called with the same :obj:`edge_index`
-            tensor object (e.g. a model's buffer in transductive learning); the tensor must
-            not be modified in place. (default: :obj:`False`)
+            graph and reuse it while the layer is called with the same, unmodified
+            :obj:`edge_index` tensor object (e.g. a model's buffer in transductive learning).
+            (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -118,7 +119,8 @@ class DisenConv(MessagePassing):
           :math:`u`)
         - **output:** node features :math:`(|\mathcal{V}|, K \cdot d)` or
           :math:`(|\mathcal{V}_t|, K \cdot d)` if bipartite, factor :math:`k` in columns
-          :math:`kd, \ldots, (k+1)d - 1`, each factor of unit length; if
+          :math:`kd, \ldots, (k+1)d - 1`, each factor of unit length (unless
+          :obj:`output="linear"`); if
           :obj:`return_routing=True`, also :math:`((2, |\mathcal{E}'|), (|\mathcal{E}'|, K))`:
           the edges used (after self-loop handling, in input order) and their routing weights
           of the last iteration, each row a distribution over the factors.
@@ -209,7 +211,12 @@ class DisenConv(MessagePassing):
         z_dst = F.normalize(h_dst, dim=-1) if bipartite else z_src
         size = (z_src.size(0), z_dst.size(0))
         linear = self.output == "linear"
-        weight = edge_weight if linear else None
+        weight = None
+        if linear and edge_weight is not None:
+            if edge_weight.shape != (edge_index.size(1),):
+                raise ValueError(f"edge_weight must have one value per edge "
+                                 f"({edge_index.size(1)}), got shape {tuple(edge_weight.shape)}")
+            weight = edge_weight.detach().to(device=h_src.device, dtype=h_src.dtype)
 
         graph = None
         if self.fused and not self.differentiable_routing:
@@ -288,7 +295,8 @@ class DisenConv(MessagePassing):
     def _csr_graph(self, edge_index: Tensor, size: tuple[int, int],
                    bipartite: bool) -> _CSRGraph:
         graph = self._cached_graph
-        if graph is not None and graph.source is edge_index and graph.size == size:
+        if (graph is not None and graph.source is edge_index and graph.size == size
+                and graph.source_version == edge_index._version):
             return graph
         source = edge_index
         if not bipartite:
@@ -316,16 +324,13 @@ class _CSRGraph:
 
     edge_index: Tensor  # 2 x E, input order
     source: Tensor  # the edge_index given to the layer (before self-loop handling)
+    source_version: int  # its version counter when the structure was built
     size: tuple[int, int]  # (num_src, num_dst)
     inverse: Tensor  # E: CSR entry of each input edge
     adj_t: Tensor  # num_dst x num_src sparse CSR, values all one
     perm_t: Tensor  # E: CSR entry of each entry of the transpose
     crow_t: Tensor
     col_t: Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.edge_index.device
 
     @classmethod
     def build(cls, edge_index: Tensor, size: tuple[int, int], source: Tensor) -> _CSRGraph:
@@ -340,7 +345,7 @@ class _CSRGraph:
         adj_t = _csr(_ptr(row, num_dst).to(itype), col.to(itype), ones, (num_dst, num_src))
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)
-        return cls(edge_index, source, size, inverse, adj_t, perm_t,
+        return cls(edge_index, source, source._version, size, inverse, adj_t, perm_t,
                    _ptr(col[perm_t], num_src).to(itype), row[perm_t].to(itype))
 
     def sddmm(self, c: Tensor, z: Tensor) -> Tensor:

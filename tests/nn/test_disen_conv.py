@@ -113,6 +113,21 @@ def test_linear_output_matches_the_per_node_reference(x, fused, iterations, weig
 
 
 @pytest.mark.parametrize("fused", KERNELS)
+def test_edge_weights_are_constants_cast_to_the_features(x, fused):
+    edges, edge_index = tiny_graph()
+    conv = DisenConv(K * D, K, output="linear", fused=fused)
+    weights = torch.linspace(0.5, 2.0, len(edges), dtype=torch.float64, requires_grad=True)
+    features = x.float().requires_grad_()
+    out = conv(features, edge_index, weights)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, conv(x, edge_index, weights).float())
+    out.sum().backward()
+    assert weights.grad is None and features.grad is not None
+    with pytest.raises(ValueError, match="one value per edge"):
+        conv(x, edge_index, weights[:-1])
+
+
+@pytest.mark.parametrize("fused", KERNELS)
 def test_linear_output_with_one_factor_is_a_lightgcn_layer(x, fused):
     """K = 1: every routing weight is one, so the layer is D^-1/2 A D^-1/2 X."""
     edges, edge_index = tiny_graph()
@@ -331,6 +346,13 @@ def test_cached_structure_gives_the_same_result_and_is_reused(x):
     fewer = edge_index[:, :3]
     torch.testing.assert_close(conv(x, fewer), DisenConv(K * D, K)(x, fewer))
     assert conv._cached_graph is not cached
+    # Modified in place: rebuilt.
+    edited = edge_index.clone()
+    conv(x, edited)
+    edited[0, 0] = 4
+    torch.testing.assert_close(conv(x, edited), DisenConv(K * D, K)(x, edited))
+    conv.reset_parameters()
+    assert conv._cached_graph is None
 
 
 def test_empty_graph_normalises_the_input(x):
