@@ -53,8 +53,9 @@ class DisenGCNConfig(ModelConfig):
             with LightGCN's weights ``1 / sqrt(|N(u)| |N(v)|)`` (DGCF's intent-aware
             propagation; :class:`~disentangle.nn.disen_conv.DisenConv` with
             ``output="linear"``), and ``layer_combine`` averages the raw embeddings.
-        keep_norm: (``layer_output="normalized"`` only) scale every channel of the final representation by the norm of the node's
-            free embedding in that channel. The routing layers work on unit channels, so
+        keep_norm: (``layer_output="normalized"`` only) scale every channel of the final
+            representation by the norm of the node's free embedding in that channel. The
+            normalised routing layers work on unit channels, so
             without it scores are bounded by ``K`` and the L2 penalty on the embeddings
             constrains nothing; with it the routing decides directions and the (regularised)
             embedding norms carry magnitude, as in the linear propagation of LightGCN and DGCF.

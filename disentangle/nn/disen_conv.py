@@ -57,8 +57,9 @@ class DisenConv(MessagePassing):
 
     The first :math:`T - 1` iterations only refine the routing and run without gradient; the
     last aggregation uses the routing weights of iteration :math:`T` as constants, so the
-    loss reaches the inputs only through the final weighted sum (normalised, or linear). With :obj:`differentiable_routing=True` every iteration, routing weights included,
-    is part of the autograd graph, as in the authors' implementation.
+    loss reaches the inputs only through the final weighted sum (normalised, or linear).
+    With :obj:`differentiable_routing=True` every iteration, routing weights included, is
+    part of the autograd graph, as in the authors' implementation.
 
     Two kernels compute the same thing. The fused one (default) stores the graph as a CSR
     matrix and uses a sampled dense-dense product for the routing scores and one sparse-dense
