@@ -266,7 +266,7 @@ class DisenGCN(FactorRecommender):
     def _propagate(self, with_routing: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """:meth:`embed`, and with ``with_routing`` the ``E x K`` routing weights of the last
         layer per interaction."""
-        x = ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        x = ego = self._ego()
         weight = self._lightgcn_weight(self.edge_index) if self._linear else None
         layers = []
         routing = None
@@ -288,7 +288,7 @@ class DisenGCN(FactorRecommender):
         """``B x K x d`` representations of the first ``B`` of ``nodes`` (users, then items
         offset by the number of users), propagated on the sampled ``blocks`` of
         :func:`~disentangle.data.neighbors.sample_blocks`."""
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])[nodes]
+        ego = self._ego()[nodes]
         num_seeds = blocks[-1][1][1]
         x, layers = ego, []
         for conv, (edge_index, (_, num_computed)) in zip(self.convs, blocks):
@@ -302,6 +302,10 @@ class DisenGCN(FactorRecommender):
             x = conv((x, x[:num_computed]), edge_index, weight)
             layers.append(x[:num_seeds])
         return self._combine(ego[:num_seeds], layers)
+
+    def _ego(self) -> Tensor:
+        """The free embeddings of all nodes: users, then items."""
+        return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
 
     @property
     def _linear(self) -> bool:

@@ -158,12 +158,18 @@ def test_linear_output_weights_follow_self_loop_handling(x, fused):
     torch.testing.assert_close(added(x, with_loops, weights), expected)
 
 
-@pytest.mark.parametrize("fused", KERNELS)
-def test_linear_bipartite_input_matches_the_reference(fused):
+def bipartite_graph():
+    """4 source and 3 target nodes; (0, 0) is an ordinary edge between the two node sets,
+    not a self-loop."""
     gen = torch.Generator().manual_seed(2)
     x_src = torch.randn(4, K * D, generator=gen, dtype=torch.float64)
     x_dst = torch.randn(3, K * D, generator=gen, dtype=torch.float64)
-    edges = [(0, 0), (1, 0), (3, 1), (2, 1), (0, 1), (3, 2)]
+    return x_src, x_dst, [(0, 0), (1, 0), (3, 1), (2, 1), (0, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+def test_linear_bipartite_input_matches_the_reference(fused):
+    x_src, x_dst, edges = bipartite_graph()
     weights = torch.tensor([1.0, 0.5, 2.0, 1.5, 0.25, 3.0], dtype=torch.float64)
     conv = DisenConv(K * D, K, iterations=2, output="linear", fused=fused)
     out = conv((x_src, x_dst), torch.tensor(edges).t(), weights)
@@ -260,11 +266,7 @@ def test_permuting_nodes_permutes_outputs_and_keeps_edge_routing(x, fused):
 
 @pytest.mark.parametrize("fused", KERNELS)
 def test_bipartite_input_matches_the_reference_with_separate_node_sets(fused):
-    gen = torch.Generator().manual_seed(2)
-    x_src = torch.randn(4, K * D, generator=gen, dtype=torch.float64)
-    x_dst = torch.randn(3, K * D, generator=gen, dtype=torch.float64)
-    # (0, 0) is an ordinary edge between two different node sets, not a self-loop.
-    edges = [(0, 0), (1, 0), (3, 1), (2, 1), (0, 1), (3, 2)]
+    x_src, x_dst, edges = bipartite_graph()
     conv = DisenConv(K * D, K, iterations=2, fused=fused)
     out, (_, routing) = conv((x_src, x_dst), torch.tensor(edges).t(), return_routing=True)
     ref_out, ref_routing = reference(x_src, x_dst, edges, 2, 1.0)
