@@ -32,6 +32,7 @@ from disentangle.nn.disen_conv import DisenConv
 _COMBINE = ("mean", "last")
 _LOSSES = ("bpr", "softmax")
 _OUTPUTS = ("normalized", "linear")
+_SCORES = ("dot", "cosine")
 
 
 @dataclasses.dataclass
@@ -71,6 +72,11 @@ class DisenGCNConfig(ModelConfig):
             once per batch.
         num_negatives: negatives shared by a batch (``loss="softmax"`` only).
         softmax_tau: temperature of the sampled softmax (``loss="softmax"`` only).
+        score: ``"dot"``: a user–item score is the inner product of the final
+            representations; ``"cosine"``: every final representation is scaled to unit
+            length first (all ``K`` channels together), so scores are cosine similarities,
+            as in SSM and SimpleX; meant for ``loss="softmax"``, where ``softmax_tau`` sets
+            their scale.
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
         cor_weight: weight of the mean distance correlation between pairs of channels
             (0 disables it).
@@ -95,6 +101,7 @@ class DisenGCNConfig(ModelConfig):
     loss: str = "bpr"
     num_negatives: int = 1024
     softmax_tau: float = 1.0
+    score: str = "dot"
     reg_weight: float = 1e-3
     cor_weight: float = 0.01
     cor_sample: int = 256
@@ -117,6 +124,7 @@ class DisenGCNConfig(ModelConfig):
         self.check("num_negatives", self.num_negatives, self.num_negatives >= 1,
                    "an integer >= 1")
         self.check("softmax_tau", self.softmax_tau, self.softmax_tau > 0, "a float > 0")
+        self.check("score", self.score, self.score in _SCORES, f"one of {_SCORES}")
         self.check("reg_weight", self.reg_weight, self.reg_weight >= 0, "a float >= 0")
         self.check("cor_weight", self.cor_weight, self.cor_weight >= 0, "a float >= 0")
         self.check("cor_sample", self.cor_sample, self.cor_sample >= 2, "an integer >= 2")
@@ -324,6 +332,8 @@ class DisenGCN(FactorRecommender):
         out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
         if self.config.keep_norm and not self._linear:
             out = out * ego.norm(dim=-1, keepdim=True)
+        if self.config.score == "cosine":
+            out = F.normalize(out.flatten(1), dim=1).view_as(out)
         return out
 
     def _inference(self) -> tuple[Tensor, Tensor, Tensor]:

@@ -227,6 +227,19 @@ def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data):
     assert loss.item() == pytest.approx(np.mean(terms) + 0.1 * 0.5 * sq / 3, rel=1e-5)
 
 
+def test_cosine_score_is_the_cosine_of_the_dot_models_representations(data):
+    dot, cosine = make(data).eval(), make(data, score="cosine").eval()
+    users = torch.arange(data.num_users)
+    u_dot, i_dot = dot.embed()
+    expected = F.cosine_similarity(u_dot.flatten(1).unsqueeze(1), i_dot.flatten(1).unsqueeze(0),
+                                   dim=-1)
+    torch.testing.assert_close(cosine.score(users, None), expected, rtol=1e-5, atol=1e-6)
+    # the factor embeddings stay consistent with the scores
+    u_cos = cosine.factor_embeddings(users, None)
+    assert torch.allclose(u_cos.flatten(1).norm(dim=1), torch.ones(data.num_users))
+    assert not torch.allclose(u_dot.flatten(1).norm(dim=1), torch.ones(data.num_users))
+
+
 def test_softmax_batches_share_uniform_negatives(data):
     model = make(data, loss="softmax", num_negatives=7, batch_size=50)
     batches = list(model.batches(data, torch.Generator().manual_seed(1)))
@@ -408,7 +421,9 @@ def recall_at(model, data, held_out, k=5):
 
 
 @pytest.mark.parametrize("options", [{}, {"neighbors": 3}, {"layer_output": "normalized"},
-                                     {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2}])
+                                     {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2},
+                                     {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2,
+                                      "score": "cosine"}])
 def test_training_lowers_the_loss_and_beats_random_recall(options):
     data, held_out = clustered()
     model = make(data, batch_size=128, cor_weight=0.01, **options)
@@ -437,6 +452,7 @@ def test_training_lowers_the_loss_and_beats_random_recall(options):
     ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("batch_size", 0),
     ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1), ("neighbors", -1),
     ("loss", "hinge"), ("num_negatives", 0), ("softmax_tau", 0.0), ("layer_output", "sum"),
+    ("score", "euclidean"),
 ])
 def test_invalid_config_names_the_field(data, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
