@@ -32,7 +32,7 @@ from disentangle.nn.disen_conv import DisenConv
 _COMBINE = ("mean", "last")
 _LOSSES = ("bpr", "softmax")
 _OUTPUTS = ("normalized", "linear")
-_SCORES = ("dot", "cosine")
+_SCORES = ("dot", "cosine", "user_cosine")
 
 
 @dataclasses.dataclass
@@ -75,8 +75,10 @@ class DisenGCNConfig(ModelConfig):
         score: ``"dot"``: a user–item score is the inner product of the final
             representations; ``"cosine"``: every final representation is scaled to unit
             length first (all ``K`` channels together), so scores are cosine similarities,
-            as in SSM and SimpleX; meant for ``loss="softmax"``, where ``softmax_tau`` sets
-            their scale.
+            as in SSM and SimpleX; ``"user_cosine"``: only users are scaled to unit length,
+            so a user's ranking is the inner-product one while item norms (popularity) still
+            count. The scaled ones are meant for ``loss="softmax"``, where ``softmax_tau``
+            sets the scale of the scores.
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
         cor_weight: weight of the mean distance correlation between pairs of channels
             (0 disables it).
@@ -284,7 +286,7 @@ class DisenGCN(FactorRecommender):
             else:
                 x = conv(x, self.edge_index, weight)
             layers.append(x)
-        out = self._combine(ego, layers)
+        out = self._combine(ego, layers, torch.arange(len(ego), device=ego.device) < self.num_users)
         per_interaction = None
         if routing is not None:
             num_edges = self.edge_users.numel()
@@ -309,7 +311,7 @@ class DisenGCN(FactorRecommender):
                     self.degree[dst] / read[edge_index[1]])
             x = conv((x, x[:num_computed]), edge_index, weight)
             layers.append(x[:num_seeds])
-        return self._combine(ego[:num_seeds], layers)
+        return self._combine(ego[:num_seeds], layers, nodes[:num_seeds] < self.num_users)
 
     def _ego(self) -> Tensor:
         """The free embeddings of all nodes: users, then items."""
@@ -323,17 +325,20 @@ class DisenGCN(FactorRecommender):
         """``1 / sqrt(|N(v)| |N(u)|)`` for the edges ``v -> u`` (global node ids)."""
         return (self.degree[edge_index[0]] * self.degree[edge_index[1]]).rsqrt()
 
-    def _combine(self, ego: Tensor, layers: list[Tensor]) -> Tensor:
+    def _combine(self, ego: Tensor, layers: list[Tensor], is_user: Tensor) -> Tensor:
         """The final ``n x K x d`` channels from the ego embeddings and the layer outputs
-        (``n x K*d`` each): ``layer_combine``, then ``keep_norm``."""
+        (``n x K*d`` each): ``layer_combine``, then ``keep_norm``, then the unit scaling of
+        ``score`` (``is_user``: which rows are users)."""
         ego = ego.view(len(ego), self.num_factors, self.factor_dim)
         layers = [ego if self._linear else F.normalize(ego, dim=-1)] + [
             x.view_as(ego) for x in layers]
         out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
         if self.config.keep_norm and not self._linear:
             out = out * ego.norm(dim=-1, keepdim=True)
-        if self.config.score == "cosine":
-            out = F.normalize(out.flatten(1), dim=1).view_as(out)
+        if self.config.score != "dot":
+            unit = F.normalize(out.flatten(1), dim=1).view_as(out)
+            out = unit if self.config.score == "cosine" else torch.where(
+                is_user.view(-1, 1, 1), unit, out)
         return out
 
     def _inference(self) -> tuple[Tensor, Tensor, Tensor]:

@@ -240,6 +240,30 @@ def test_cosine_score_is_the_cosine_of_the_dot_models_representations(data):
     assert not torch.allclose(u_dot.flatten(1).norm(dim=1), torch.ones(data.num_users))
 
 
+@pytest.mark.parametrize("options", [{}, {"neighbors": 2}])
+def test_user_cosine_score_scales_users_only(data, options):
+    dot, user_cosine = make(data).eval(), make(data, score="user_cosine").eval()
+    users = torch.arange(data.num_users)
+    u_dot, i_dot = dot.embed()
+    u, i = user_cosine.embed()
+    torch.testing.assert_close(i, i_dot)
+    torch.testing.assert_close(u.flatten(1), F.normalize(u_dot.flatten(1), dim=1))
+    # scores are the inner-product model's divided by a positive number per user: same ranking
+    torch.testing.assert_close(user_cosine.score(users, None)
+                               * u_dot.flatten(1).norm(dim=1, keepdim=True),
+                               dot.score(users, None))
+    # the sampled computation graph scales the same rows
+    model = make(data, score="user_cosine", **options)
+    batch = next(model.batches(data, torch.Generator().manual_seed(0)))
+    if len(batch) > 3:
+        nodes, blocks, index = batch[3:]
+        out = model._propagate_blocks(nodes, blocks)
+        is_user = nodes[:len(out)] < data.num_users
+        norms = out.flatten(1).norm(dim=1)
+        torch.testing.assert_close(norms[is_user], torch.ones(int(is_user.sum())))
+        assert not torch.allclose(norms[~is_user], torch.ones(int((~is_user).sum())))
+
+
 def test_softmax_batches_share_uniform_negatives(data):
     model = make(data, loss="softmax", num_negatives=7, batch_size=50)
     batches = list(model.batches(data, torch.Generator().manual_seed(1)))
