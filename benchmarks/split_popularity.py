@@ -7,9 +7,9 @@ table and writes JSON.
 The popularity of an item is its number of training interactions. For every part of the
 split the table gives the mean and median popularity over its interactions and the share of
 them that fall on the 1% / 10% most popular items. When validation and test are drawn the
-same way from a user's interactions the two rows agree; where they differ, validation and
-test reward a model's popularity bias differently, and validation scores compare models
-unfaithfully.
+same way from a user's interactions the two rows agree up to sampling noise; where they
+differ, validation and test reward a model's popularity bias differently, and validation
+scores compare models unfaithfully.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def main() -> None:
     print(f"{'part':<6} {'interactions':>12} {'mean':>8} {'median':>7} {'top 1%':>7} "
           f"{'top 10%':>8}")
     for name, r in rows.items():
-        print(f"{name:<6} {r['interactions']:>12} {r['mean']:>8.1f} {r['median']:>7.0f} "
+        print(f"{name:<6} {r['interactions']:>12} {r['mean']:>8.1f} {r['median']:>7.1f} "
               f"{r['top1pct']:>7.3f} {r['top10pct']:>8.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,9 @@ def test_resolved_config_is_a_plain_dict_round_trip():
     from disentangle.config import from_dict
     cfg = resolve("macridvae", overrides=["model.num_factors=4"])
     assert dataclasses.asdict(from_dict(cfg.to_dict()).model) == dataclasses.asdict(cfg.model)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_resolves(path):
+    cfg = resolve(None, [path])
+    assert cfg.model_name in path.name

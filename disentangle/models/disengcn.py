@@ -32,7 +32,7 @@ from disentangle.nn.disen_conv import DisenConv
 _COMBINE = ("mean", "last")
 _LOSSES = ("bpr", "softmax")
 _OUTPUTS = ("normalized", "linear")
-_SCORES = ("dot", "cosine", "user_cosine")
+_SCORES = ("dot", "cosine")
 
 
 @dataclasses.dataclass
@@ -75,10 +75,11 @@ class DisenGCNConfig(ModelConfig):
         score: ``"dot"``: a user–item score is the inner product of the final
             representations; ``"cosine"``: every final representation is scaled to unit
             length first (all ``K`` channels together), so scores are cosine similarities,
-            as in SSM and SimpleX; ``"user_cosine"``: only users are scaled to unit length,
-            so a user's ranking is the inner-product one while item norms (popularity) still
-            count. The scaled ones are meant for ``loss="softmax"``, where ``softmax_tau``
-            sets the scale of the scores.
+            as in SSM and SimpleX. It needs ``loss="softmax"``, whose ``softmax_tau`` sets
+            the scale of the scores. Scores then ignore the embeddings' norms (the
+            propagation is linear and the routing reads directions), so ``reg_weight`` no
+            longer limits them; it only keeps the norms small, which keeps Adam's angular
+            steps large.
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
         cor_weight: weight of the mean distance correlation between pairs of channels
             (0 disables it).
@@ -127,6 +128,8 @@ class DisenGCNConfig(ModelConfig):
                    "an integer >= 1")
         self.check("softmax_tau", self.softmax_tau, self.softmax_tau > 0, "a float > 0")
         self.check("score", self.score, self.score in _SCORES, f"one of {_SCORES}")
+        self.check("score", self.score, self.score == "dot" or self.loss == "softmax",
+                   "'dot' with loss='bpr' (cosine scores need the softmax's temperature)")
         self.check("reg_weight", self.reg_weight, self.reg_weight >= 0, "a float >= 0")
         self.check("cor_weight", self.cor_weight, self.cor_weight >= 0, "a float >= 0")
         self.check("cor_sample", self.cor_sample, self.cor_sample >= 2, "an integer >= 2")
@@ -151,7 +154,9 @@ class DisenGCN(FactorRecommender):
         \mathbf{u}_k = \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{x}^{(l)}_{u,k},
         \quad \mathbf{x}^{(0)} = \mathbf{e},
 
-    and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`.
+    and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`
+    (with ``score="cosine"``, :math:`\mathbf{u}` and :math:`\mathbf{i}` are first divided by
+    their norms over all ``K`` channels).
     With ``layer_output="normalized"`` the layers are DisenGCN's (unit channels
     :math:`\mathbf{c}^{(l)}_{u,k}`), the mean is over the channel-normalised ego embedding and
     the layer outputs, and each channel is rescaled by the norm of the node's free embedding
@@ -162,7 +167,7 @@ class DisenGCN(FactorRecommender):
             \frac{\mathbf{e}_{u,k}}{\|\mathbf{e}_{u,k}\|} + \sum_{l=1}^{L}
             \mathbf{c}^{(l)}_{u,k} \Big).
 
-    so that with ``K = 1`` the model is LightGCN. DGCF itself normalises each factor's graph
+    so that with ``K = 1`` (and ``score="dot"``) the model is LightGCN. DGCF itself normalises each factor's graph
     by its routed degrees :math:`\sum_v p_{v,k}` and accumulates its routing logits over
     iterations; here the degrees are the graph's, so the K factor graphs add up to
     LightGCN's.
@@ -286,7 +291,7 @@ class DisenGCN(FactorRecommender):
             else:
                 x = conv(x, self.edge_index, weight)
             layers.append(x)
-        out = self._combine(ego, layers, torch.arange(len(ego), device=ego.device) < self.num_users)
+        out = self._combine(ego, layers)
         per_interaction = None
         if routing is not None:
             num_edges = self.edge_users.numel()
@@ -311,7 +316,7 @@ class DisenGCN(FactorRecommender):
                     self.degree[dst] / read[edge_index[1]])
             x = conv((x, x[:num_computed]), edge_index, weight)
             layers.append(x[:num_seeds])
-        return self._combine(ego[:num_seeds], layers, nodes[:num_seeds] < self.num_users)
+        return self._combine(ego[:num_seeds], layers)
 
     def _ego(self) -> Tensor:
         """The free embeddings of all nodes: users, then items."""
@@ -325,20 +330,18 @@ class DisenGCN(FactorRecommender):
         """``1 / sqrt(|N(v)| |N(u)|)`` for the edges ``v -> u`` (global node ids)."""
         return (self.degree[edge_index[0]] * self.degree[edge_index[1]]).rsqrt()
 
-    def _combine(self, ego: Tensor, layers: list[Tensor], is_user: Tensor) -> Tensor:
+    def _combine(self, ego: Tensor, layers: list[Tensor]) -> Tensor:
         """The final ``n x K x d`` channels from the ego embeddings and the layer outputs
-        (``n x K*d`` each): ``layer_combine``, then ``keep_norm``, then the unit scaling of
-        ``score`` (``is_user``: which rows are users)."""
+        (``n x K*d`` each): ``layer_combine``, then ``keep_norm``, then, with
+        ``score="cosine"``, unit length."""
         ego = ego.view(len(ego), self.num_factors, self.factor_dim)
         layers = [ego if self._linear else F.normalize(ego, dim=-1)] + [
             x.view_as(ego) for x in layers]
         out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
         if self.config.keep_norm and not self._linear:
             out = out * ego.norm(dim=-1, keepdim=True)
-        if self.config.score != "dot":
-            unit = F.normalize(out.flatten(1), dim=1).view_as(out)
-            out = unit if self.config.score == "cosine" else torch.where(
-                is_user.view(-1, 1, 1), unit, out)
+        if self.config.score == "cosine":
+            out = F.normalize(out.flatten(1), dim=1).view_as(out)
         return out
 
     def _inference(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -442,7 +445,8 @@ class DisenGCN(FactorRecommender):
 
     # -- ranking ------------------------------------------------------------------------
     def score(self, users: Tensor, history: Tensor) -> Tensor:
-        """``B x M`` inner products; ``history`` is not used (transductive model)."""
+        """``B x M`` inner products of the final representations (unit length with
+        ``score="cosine"``); ``history`` is not used (transductive model)."""
         user_out, item_out, _ = self._inference()
         return user_out[users].flatten(1) @ item_out.flatten(1).t()
 

@@ -75,8 +75,12 @@ def test_contract_shapes_and_distributions(data):
     assert model.explain(users, hist, items).shape == (3, 2, K)
 
 
-def test_scores_are_inner_products_of_the_factor_embeddings(data):
-    model = make(data).eval()
+COSINE = {"score": "cosine", "loss": "softmax"}
+
+
+@pytest.mark.parametrize("options", [{}, COSINE])
+def test_scores_are_inner_products_of_the_factor_embeddings(data, options):
+    model = make(data, **options).eval()
     users = torch.arange(data.num_users)
     u = model.factor_embeddings(users, None)
     i = model.item_factor_embeddings()
@@ -163,8 +167,9 @@ def test_factor_weights_average_both_directions_of_each_interaction(data):
                                    per_edge[users == u].mean(0))
 
 
-def test_explain_splits_the_score_into_positive_factor_parts(data):
-    model = make(data).eval()
+@pytest.mark.parametrize("options", [{}, COSINE])
+def test_explain_splits_the_score_into_positive_factor_parts(data, options):
+    model = make(data, **options).eval()
     users, items = torch.tensor([3, 30]), torch.tensor([[1, 2, 40], [30, 31, 0]])
     got = model.explain(users, None, items)
     u, i = model.factor_embeddings(users, None), model.item_factor_embeddings()
@@ -228,7 +233,7 @@ def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data):
 
 
 def test_cosine_score_is_the_cosine_of_the_dot_models_representations(data):
-    dot, cosine = make(data).eval(), make(data, score="cosine").eval()
+    dot, cosine = make(data).eval(), make(data, **COSINE).eval()
     users = torch.arange(data.num_users)
     u_dot, i_dot = dot.embed()
     expected = F.cosine_similarity(u_dot.flatten(1).unsqueeze(1), i_dot.flatten(1).unsqueeze(0),
@@ -238,30 +243,6 @@ def test_cosine_score_is_the_cosine_of_the_dot_models_representations(data):
     u_cos = cosine.factor_embeddings(users, None)
     assert torch.allclose(u_cos.flatten(1).norm(dim=1), torch.ones(data.num_users))
     assert not torch.allclose(u_dot.flatten(1).norm(dim=1), torch.ones(data.num_users))
-
-
-@pytest.mark.parametrize("options", [{}, {"neighbors": 2}])
-def test_user_cosine_score_scales_users_only(data, options):
-    dot, user_cosine = make(data).eval(), make(data, score="user_cosine").eval()
-    users = torch.arange(data.num_users)
-    u_dot, i_dot = dot.embed()
-    u, i = user_cosine.embed()
-    torch.testing.assert_close(i, i_dot)
-    torch.testing.assert_close(u.flatten(1), F.normalize(u_dot.flatten(1), dim=1))
-    # scores are the inner-product model's divided by a positive number per user: same ranking
-    torch.testing.assert_close(user_cosine.score(users, None)
-                               * u_dot.flatten(1).norm(dim=1, keepdim=True),
-                               dot.score(users, None))
-    # the sampled computation graph scales the same rows
-    model = make(data, score="user_cosine", **options)
-    batch = next(model.batches(data, torch.Generator().manual_seed(0)))
-    if len(batch) > 3:
-        nodes, blocks, index = batch[3:]
-        out = model._propagate_blocks(nodes, blocks)
-        is_user = nodes[:len(out)] < data.num_users
-        norms = out.flatten(1).norm(dim=1)
-        torch.testing.assert_close(norms[is_user], torch.ones(int(is_user.sum())))
-        assert not torch.allclose(norms[~is_user], torch.ones(int((~is_user).sum())))
 
 
 def test_softmax_batches_share_uniform_negatives(data):
@@ -278,15 +259,16 @@ def test_softmax_batches_share_uniform_negatives(data):
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("output, loss", [("normalized", "bpr"), ("linear", "bpr"),
-                                          ("linear", "softmax")])
+@pytest.mark.parametrize("output, loss, score", [
+    ("normalized", "bpr", "dot"), ("linear", "bpr", "dot"), ("linear", "softmax", "dot"),
+    ("linear", "softmax", "cosine")])
 def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped(
-        data, layers, output, loss):
+        data, layers, output, loss, score):
     """With S above every degree, the sampled computation graph is the exact neighbourhood
     of the batch, so the sampled update is the full-graph one; a batch without its sampled
     graph falls back to the full graph."""
     options = dict(num_layers=layers, cor_sample=8, cor_weight=0.5, layer_output=output,
-                   loss=loss, num_negatives=16)
+                   loss=loss, num_negatives=16, score=score)
     full = make(data, **options).double()
     sampled = make(data, neighbors=1000, **options).double()
     fallback = make(data, neighbors=1000, **options).double()
@@ -476,7 +458,7 @@ def test_training_lowers_the_loss_and_beats_random_recall(options):
     ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("batch_size", 0),
     ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1), ("neighbors", -1),
     ("loss", "hinge"), ("num_negatives", 0), ("softmax_tau", 0.0), ("layer_output", "sum"),
-    ("score", "euclidean"),
+    ("score", "euclidean"), ("score", "cosine"),
 ])
 def test_invalid_config_names_the_field(data, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
