@@ -23,9 +23,8 @@ from disentangle.config import resolve
 from disentangle.train.run import build_split
 
 
-def summarise(items: np.ndarray, popularity: np.ndarray) -> dict:
-    rank = np.empty(len(popularity), dtype=np.int64)  # 0 = most popular
-    rank[np.argsort(-popularity, kind="stable")] = np.arange(len(popularity))
+def summarise(items: np.ndarray, popularity: np.ndarray, rank: np.ndarray) -> dict:
+    """Popularity statistics of the interactions with ``items`` (``rank``: 0 = most popular)."""
     pop = popularity[items]
     return {"interactions": int(len(items)), "mean": float(pop.mean()),
             "median": float(np.median(pop)),
@@ -44,10 +43,12 @@ def main() -> None:
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     split = build_split(resolve("disengcn", overrides=overrides))
-    popularity = np.bincount(split.train.items, minlength=split.train.num_items)
+    popularity = split.train.item_popularity()
+    rank = np.empty(len(popularity), dtype=np.int64)
+    rank[np.argsort(-popularity, kind="stable")] = np.arange(len(popularity))
     parts = {"train": split.train.items, "valid": split.valid.target.indices,
              "test": split.test.target.indices}
-    rows = {name: summarise(items, popularity) for name, items in parts.items()}
+    rows = {name: summarise(items, popularity, rank) for name, items in parts.items()}
     print(f"{args.dataset} ({args.protocol}): popularity = training interactions of the item")
     print(f"{'part':<6} {'interactions':>12} {'mean':>8} {'median':>7} {'top 1%':>7} "
           f"{'top 10%':>8}")

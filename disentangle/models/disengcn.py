@@ -167,10 +167,10 @@ class DisenGCN(FactorRecommender):
             \frac{\mathbf{e}_{u,k}}{\|\mathbf{e}_{u,k}\|} + \sum_{l=1}^{L}
             \mathbf{c}^{(l)}_{u,k} \Big).
 
-    so that with ``K = 1`` (and ``score="dot"``) the model is LightGCN. DGCF itself normalises each factor's graph
-    by its routed degrees :math:`\sum_v p_{v,k}` and accumulates its routing logits over
-    iterations; here the degrees are the graph's, so the K factor graphs add up to
-    LightGCN's.
+    so that with ``K = 1`` (and ``score="dot"``) the model is LightGCN. DGCF itself
+    normalises each factor's graph by its routed degrees :math:`\sum_v p_{v,k}` and
+    accumulates its routing logits over iterations; here the degrees are the graph's, so the
+    K factor graphs add up to LightGCN's.
 
     Training draws, for every training edge, one item uniformly as its negative (resampled
     while it is a training positive of the user, if ``reject_positives``) and minimises
