@@ -65,6 +65,11 @@ class FactorRecommender(torch.nn.Module, ABC):
     def batches(self, train, generator: torch.Generator) -> Iterator[Any]:
         """Yield one epoch of training batches drawn from ``train`` (an InteractionData)."""
 
+    def num_batches(self, train) -> int | None:
+        """How many batches :meth:`batches` yields for ``train`` (the progress bar's total),
+        or ``None`` when unknown."""
+        return None
+
     @abstractmethod
     def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         """Return the scalar training loss of ``batch`` at global update ``step`` and a dict of

@@ -80,6 +80,10 @@ class DisenGCNConfig(ModelConfig):
             propagation is linear and the routing reads directions), so ``reg_weight`` no
             longer limits them; it only keeps the norms small, which keeps Adam's angular
             steps large.
+        item_bias: add a learned bias :math:`b_i` (zero at first, not L2-penalised) to every
+            score of item ``i``. Unit-length representations cannot rank popular items higher
+            by their norms, as inner products do; the bias gives popularity its own term. It
+            is not part of any factor: :meth:`DisenGCN.explain` splits the inner product.
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
         cor_weight: weight of the mean distance correlation between pairs of channels
             (0 disables it).
@@ -105,6 +109,7 @@ class DisenGCNConfig(ModelConfig):
     num_negatives: int = 1024
     softmax_tau: float = 1.0
     score: str = "dot"
+    item_bias: bool = False
     reg_weight: float = 1e-3
     cor_weight: float = 0.01
     cor_sample: int = 256
@@ -154,9 +159,10 @@ class DisenGCN(FactorRecommender):
         \mathbf{u}_k = \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{x}^{(l)}_{u,k},
         \quad \mathbf{x}^{(0)} = \mathbf{e},
 
-    and a user–item score is :math:`\sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle`
-    (with ``score="cosine"``, :math:`\mathbf{u}` and :math:`\mathbf{i}` are first divided by
-    their norms over all ``K`` channels).
+    and a user–item score is :math:`s_{ui} = \sum_k \langle \mathbf{u}_k, \mathbf{i}_k
+    \rangle` (with ``score="cosine"``, :math:`\mathbf{u}` and :math:`\mathbf{i}` are first
+    divided by their norms over all ``K`` channels; with ``item_bias``, a learned :math:`b_i`
+    is added).
     With ``layer_output="normalized"`` the layers are DisenGCN's (unit channels
     :math:`\mathbf{c}^{(l)}_{u,k}`), the mean is over the channel-normalised ego embedding and
     the layer outputs, and each channel is rescaled by the norm of the node's free embedding
@@ -206,9 +212,9 @@ class DisenGCN(FactorRecommender):
     Factor contract: the routing weights of the last layer give, for every interaction, a
     distribution over factors (the mean of the user-side and the item-side routing of the
     edge); :meth:`item_factor_weights` / :meth:`user_factor_weights` average them over a
-    node's interactions (uniform for a node without any). :meth:`explain` splits a score into
-    the positive parts of the per-factor inner products, normalised to sum to one (uniform
-    when no factor contributes positively).
+    node's interactions (uniform for a node without any). :meth:`explain` splits a score's
+    inner product (not the item bias) into the positive parts of the per-factor inner
+    products, normalised to sum to one (uniform when no factor contributes positively).
 
     Args:
         config: the hyperparameters.
@@ -239,6 +245,8 @@ class DisenGCN(FactorRecommender):
         channels = config.num_factors * config.factor_dim
         self.user_embedding = torch.nn.Embedding(self.num_users, channels)
         self.item_embedding = torch.nn.Embedding(self.num_items, channels)
+        self.item_bias = (torch.nn.Parameter(torch.zeros(self.num_items)) if config.item_bias
+                          else None)
         self.convs = torch.nn.ModuleList(
             DisenConv(channels, config.num_factors, iterations=config.iterations,
                       tau=config.tau, dropout=config.dropout, self_loops="keep",
@@ -267,6 +275,8 @@ class DisenGCN(FactorRecommender):
         # fan-based init that would give 70k-row tables tiny norms and huge angular steps.
         torch.nn.init.normal_(self.user_embedding.weight, std=0.1)
         torch.nn.init.normal_(self.item_embedding.weight, std=0.1)
+        if self.item_bias is not None:
+            torch.nn.init.zeros_(self.item_bias)
         for conv in self.convs:
             conv.reset_parameters()
         self._invalidate()
@@ -395,6 +405,9 @@ class DisenGCN(FactorRecommender):
             yield users[batch], items[batch], neg, *self._sample(users[batch], items[batch], neg,
                                                                 generator)
 
+    def num_batches(self, train) -> int:
+        return math.ceil(len(train.users) / self.config.batch_size)
+
     def _sample(self, users: Tensor, pos: Tensor, neg: Tensor,
                 generator: torch.Generator) -> tuple:
         """``(nodes, blocks, index)`` of a batch with ``neighbors > 0`` (see :meth:`batches`),
@@ -421,16 +434,17 @@ class DisenGCN(FactorRecommender):
             user_out, item_out = self.embed()
             user_rows, pos_rows, neg_rows = user_out[users], item_out[pos], item_out[neg]
         u = user_rows.flatten(1)
-        positive = (u * pos_rows.flatten(1)).sum(1)
+        positive = (u * pos_rows.flatten(1)).sum(1) + self._bias(pos)
         reg_rows = [self.user_embedding(users), self.item_embedding(pos)]
         if self.config.loss == "softmax":
-            negative = u @ neg_rows.flatten(1).t()
+            negative = u @ neg_rows.flatten(1).t() + self._bias(neg)
             # a shared negative that is the row's own positive is not a negative for it
             negative = negative.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), -math.inf)
             logits = torch.cat([positive.unsqueeze(1), negative], 1) / self.config.softmax_tau
             rank = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
         else:
-            rank = F.softplus((u * neg_rows.flatten(1)).sum(1) - positive).mean()
+            negative = (u * neg_rows.flatten(1)).sum(1) + self._bias(neg)
+            rank = F.softplus(negative - positive).mean()
             reg_rows.append(self.item_embedding(neg))
         reg = 0.5 * sum(rows.pow(2).sum() for rows in reg_rows) / len(users)
         loss = rank + self.config.reg_weight * reg
@@ -443,12 +457,18 @@ class DisenGCN(FactorRecommender):
             loss = loss + self.config.cor_weight * cor
         return loss, {self.config.loss: rank.item(), "reg": reg.item(), "cor": cor.item()}
 
+    def _bias(self, items: Tensor) -> Tensor | float:
+        """The learned biases of ``items`` (``item_bias``), else 0."""
+        return 0.0 if self.item_bias is None else self.item_bias[items]
+
     # -- ranking ------------------------------------------------------------------------
     def score(self, users: Tensor, history: Tensor) -> Tensor:
         """``B x M`` inner products of the final representations (unit length with
-        ``score="cosine"``); ``history`` is not used (transductive model)."""
+        ``score="cosine"``), plus the item biases with ``item_bias``; ``history`` is not used
+        (transductive model)."""
         user_out, item_out, _ = self._inference()
-        return user_out[users].flatten(1) @ item_out.flatten(1).t()
+        scores = user_out[users].flatten(1) @ item_out.flatten(1).t()
+        return scores if self.item_bias is None else scores + self.item_bias.detach()
 
     # -- K-factor contract --------------------------------------------------------------
     def item_factor_weights(self) -> Tensor:

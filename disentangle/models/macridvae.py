@@ -258,6 +258,9 @@ class MacridVAE(FactorRecommender):
                 torch.from_numpy(rows.data).float(), size=rows.shape,
                 check_invariants=False)  # scipy built it: valid by construction
 
+    def num_batches(self, train) -> int:
+        return _updates_per_epoch(train.csr, self.config.batch_size)
+
     def anneal(self, step: int) -> float:
         """KL weight after ``step`` updates: reaches ``beta`` after five epochs' worth of
         updates at slope 1 (i.e. after one epoch for ``beta = 0.2``), as in the reference."""

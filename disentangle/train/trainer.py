@@ -200,6 +200,7 @@ class Trainer:
         totals: dict[str, float] = {}
         n = 0
         batches = tqdm(self.model.batches(self.split.train, self.generator), leave=False,
+                       total=self.model.num_batches(self.split.train),
                        desc=f"epoch {self.epoch + 1}", unit="batch",
                        disable=not self.progress, dynamic_ncols=True)
         for batch in batches:

@@ -76,15 +76,33 @@ def test_contract_shapes_and_distributions(data):
 
 
 COSINE = {"score": "cosine", "loss": "softmax"}
+BIASED = {**COSINE, "item_bias": True}
 
 
-@pytest.mark.parametrize("options", [{}, COSINE])
-def test_scores_are_inner_products_of_the_factor_embeddings(data, options):
-    model = make(data, **options).eval()
+def with_random_bias(model):
+    """``model`` with nonzero item biases (they start at zero), if it has them."""
+    if model.item_bias is not None:
+        with torch.no_grad():
+            model.item_bias.normal_(generator=torch.Generator().manual_seed(5))
+    return model
+
+
+@pytest.mark.parametrize("options", [{}, COSINE, BIASED])
+def test_scores_are_inner_products_of_the_factor_embeddings_plus_item_bias(data, options):
+    model = with_random_bias(make(data, **options)).eval()
     users = torch.arange(data.num_users)
     u = model.factor_embeddings(users, None)
     i = model.item_factor_embeddings()
-    torch.testing.assert_close(model.score(users, None), torch.einsum("bkd,mkd->bm", u, i))
+    bias = 0.0 if model.item_bias is None else model.item_bias.detach()
+    torch.testing.assert_close(model.score(users, None),
+                               torch.einsum("bkd,mkd->bm", u, i) + bias)
+
+
+def test_item_bias_starts_at_zero_and_is_a_parameter(data):
+    model = make(data, **BIASED)
+    assert torch.equal(model.item_bias, torch.zeros(data.num_items))
+    assert any(p is model.item_bias for p in model.parameters())
+    assert make(data).item_bias is None
 
 
 def test_embeddings_are_the_mean_of_ego_and_layer_outputs(data):
@@ -167,9 +185,10 @@ def test_factor_weights_average_both_directions_of_each_interaction(data):
                                    per_edge[users == u].mean(0))
 
 
-@pytest.mark.parametrize("options", [{}, COSINE])
+@pytest.mark.parametrize("options", [{}, COSINE, BIASED])
 def test_explain_splits_the_score_into_positive_factor_parts(data, options):
-    model = make(data, **options).eval()
+    """The item bias is no factor's: only the inner product is split."""
+    model = with_random_bias(make(data, **options)).eval()
     users, items = torch.tensor([3, 30]), torch.tensor([[1, 2, 40], [30, 31, 0]])
     got = model.explain(users, None, items)
     u, i = model.factor_embeddings(users, None), model.item_factor_embeddings()
@@ -192,8 +211,11 @@ def test_explain_is_uniform_when_no_factor_contributes_positively(data):
                                torch.full((1, 1, K), 1.0 / K))
 
 
-def test_loss_is_bpr_plus_weighted_l2_and_channel_correlation(data):
-    model = make(data, reg_weight=0.1, cor_weight=0.5, cor_sample=5)
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_loss_is_bpr_plus_weighted_l2_and_channel_correlation(data, item_bias):
+    model = with_random_bias(make(data, reg_weight=0.1, cor_weight=0.5, cor_sample=5,
+                                  item_bias=item_bias))
+    bias = model.item_bias if item_bias else torch.zeros(data.num_items)
     users, pos, neg = torch.tensor([0, 0, 20]), torch.tensor([1, 3, 12]), torch.tensor([30, 40, 5])
     loss, parts = model.loss((users, pos, neg), step=0)
     with torch.no_grad():
@@ -201,7 +223,8 @@ def test_loss_is_bpr_plus_weighted_l2_and_channel_correlation(data):
         ego_u, ego_i = model.user_embedding.weight, model.item_embedding.weight
         bprs, sq = [], 0.0
         for u, p, n in zip(users.tolist(), pos.tolist(), neg.tolist()):
-            diff = float((u_out[u] * i_out[p]).sum() - (u_out[u] * i_out[n]).sum())
+            diff = float((u_out[u] * i_out[p]).sum() + bias[p]
+                         - (u_out[u] * i_out[n]).sum() - bias[n])
             bprs.append(-math.log(1 / (1 + math.exp(-diff))))
             sq += float(ego_u[u].pow(2).sum() + ego_i[p].pow(2).sum() + ego_i[n].pow(2).sum())
         bpr, reg = np.mean(bprs), 0.5 * sq / 3
@@ -213,8 +236,11 @@ def test_loss_is_bpr_plus_weighted_l2_and_channel_correlation(data):
     assert loss.item() == pytest.approx(bpr + 0.1 * reg + 0.5 * cor, rel=1e-5)
 
 
-def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data):
-    model = make(data, loss="softmax", softmax_tau=0.5, reg_weight=0.1, cor_weight=0.0)
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data, item_bias):
+    model = with_random_bias(make(data, loss="softmax", softmax_tau=0.5, reg_weight=0.1,
+                                  cor_weight=0.0, item_bias=item_bias))
+    bias = model.item_bias if item_bias else torch.zeros(data.num_items)
     users, pos = torch.tensor([0, 0, 20]), torch.tensor([1, 3, 12])
     shared = torch.tensor([30, 3, 5, 40])  # item 3 is the second row's own positive
     loss, parts = model.loss((users, pos, shared), step=0)
@@ -224,7 +250,8 @@ def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data):
         terms, sq = [], 0.0
         for u, p in zip(users.tolist(), pos.tolist()):
             candidates = [p] + [j for j in shared.tolist() if j != p]
-            logits = torch.stack([(u_out[u] * i_out[j]).sum() for j in candidates]) / 0.5
+            logits = torch.stack([(u_out[u] * i_out[j]).sum() + bias[j]
+                                  for j in candidates]) / 0.5
             terms.append(float(-torch.log_softmax(logits.double(), 0)[0]))
             sq += float(ego_u[u].pow(2).sum() + ego_i[p].pow(2).sum())
     assert parts["softmax"] == pytest.approx(np.mean(terms), rel=1e-5)
@@ -259,16 +286,16 @@ def test_softmax_batches_share_uniform_negatives(data):
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("output, loss, score", [
-    ("normalized", "bpr", "dot"), ("linear", "bpr", "dot"), ("linear", "softmax", "dot"),
-    ("linear", "softmax", "cosine")])
+@pytest.mark.parametrize("variant", [
+    {"layer_output": "normalized"}, {}, {"item_bias": True}, {"loss": "softmax"}, COSINE,
+    BIASED])
 def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped(
-        data, layers, output, loss, score):
+        data, layers, variant):
     """With S above every degree, the sampled computation graph is the exact neighbourhood
     of the batch, so the sampled update is the full-graph one; a batch without its sampled
     graph falls back to the full graph."""
-    options = dict(num_layers=layers, cor_sample=8, cor_weight=0.5, layer_output=output,
-                   loss=loss, num_negatives=16, score=score)
+    options = dict(num_layers=layers, cor_sample=8, cor_weight=0.5, num_negatives=16,
+                   **variant)
     full = make(data, **options).double()
     sampled = make(data, neighbors=1000, **options).double()
     fallback = make(data, neighbors=1000, **options).double()
@@ -276,7 +303,7 @@ def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped
     assert len(batch) == 6
     losses = []
     for model, b in ((full, batch[:3]), (sampled, batch), (fallback, batch[:3])):
-        value, parts = model.loss(b, 0)
+        value, parts = with_random_bias(model).loss(b, 0)
         value.backward()
         losses.append(parts)
     assert losses[0] == pytest.approx(losses[1], rel=1e-10) == losses[2]
@@ -326,6 +353,7 @@ def test_batches_cover_every_training_edge_once(data):
     batches = list(model.batches(data, torch.Generator().manual_seed(1)))
     assert data.num_interactions == 360
     assert [len(b[0]) for b in batches] == [50] * 7 + [10]
+    assert model.num_batches(data) == 8
     users, pos, neg = (torch.cat(parts).numpy() for parts in zip(*batches))
     got = sorted(zip(users.tolist(), pos.tolist()))
     assert got == sorted(zip(data.users.tolist(), data.items.tolist()))
@@ -429,7 +457,9 @@ def recall_at(model, data, held_out, k=5):
 @pytest.mark.parametrize("options", [{}, {"neighbors": 3}, {"layer_output": "normalized"},
                                      {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2},
                                      {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2,
-                                      "score": "cosine"}])
+                                      "score": "cosine"},
+                                     {"loss": "softmax", "num_negatives": 16, "softmax_tau": 0.2,
+                                      "score": "cosine", "item_bias": True}])
 def test_training_lowers_the_loss_and_beats_random_recall(options):
     data, held_out = clustered()
     model = make(data, batch_size=128, cor_weight=0.01, **options)

@@ -318,7 +318,7 @@ def test_batches_cover_each_active_user_once_as_sparse_csr_rows():
     batches = list(model.batches(data, torch.Generator().manual_seed(0)))
     assert [b.shape for b in batches] == [(3, M), (1, M)]
     assert all(b.layout == torch.sparse_csr and b.dtype == torch.float32 for b in batches)
-    assert model.updates_per_epoch == 2
+    assert model.updates_per_epoch == model.num_batches(data) == 2
     rows = torch.cat([b.to_dense() for b in batches])
     dense = torch.from_numpy(data.csr.toarray())
     # Every active user's row appears exactly once (rows matched by content and count).
