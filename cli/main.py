@@ -221,8 +221,10 @@ def results_table(results: dict, model: str, ks) -> str:
     recall = "recall_liang" if liang else "recall"
     definition = "hits / min(k, |test|) (Liang et al.)" if liang else "hits / |test|"
     rows = [f"ndcg@{k}" for k in ks] + [f"{recall}@{k}" for k in ks]
+    chosen = ("by validation" if "valid" in results
+              else "the last: no validation set")
     lines = [f"test metrics ({results['protocol']} protocol, {test['users']} users; best epoch "
-             f"{results['best_epoch']} by validation); Recall@k = {definition}"]
+             f"{results['best_epoch']} {chosen}); Recall@k = {definition}"]
     if test["users_without_target"]:
         lines.append(f"note: {test['users_without_target']} test user(s) without target items "
                      f"count as 0 in every mean (as the MacridVAE authors' code counts them)")

@@ -35,7 +35,9 @@ class DataConfig:
         heldout_users: held-out validation (and test) users, a count or a fraction.
         rating_threshold: binarise explicit ratings at ``>=`` this value.
         min_user_interactions: drop users with fewer interactions.
-        valid_ratio: share of each user's training items used to validate (``given``).
+        valid_ratio: share of each user's training items used to validate (``given``); 0
+            trains on all of them without validation, keeping the last epoch (a refit once a
+            validated run has chosen ``train.epochs``, as LightGCN and DGCF train).
         delimiter: column separator of a ``csv:PATH`` dataset (``None``: detected).
     """
 
@@ -58,8 +60,8 @@ class DataConfig:
                           "a count >= 1 or a fraction in (0, 0.5)")
         ModelConfig.check("min_user_interactions", self.min_user_interactions,
                           self.min_user_interactions >= 1, "an integer >= 1")
-        ModelConfig.check("valid_ratio", self.valid_ratio, 0 < self.valid_ratio < 1,
-                          "a fraction in (0, 1)")
+        ModelConfig.check("valid_ratio", self.valid_ratio, 0 <= self.valid_ratio < 1,
+                          "a fraction in [0, 1)")
 
 
 @dataclasses.dataclass

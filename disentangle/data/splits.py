@@ -133,7 +133,8 @@ def ratio_split(data: InteractionData, seed: int = 2020,
 
 
 def given_split(source: Source, seed: int = 2020, valid_ratio: float = 0.1) -> Split:
-    """The dataset's own test set; ``valid_ratio`` of each user's training items validate."""
+    """The dataset's own test set; ``valid_ratio`` of each user's training items validate (with
+    0 the validation set is empty and every training interaction trains)."""
     data, test = source.data, source.given_test
     if test is None:
         raise ValueError("protocol 'given' needs a dataset with its own test set "

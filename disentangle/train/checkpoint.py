@@ -68,7 +68,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
     ``meta`` travels in the file's header with the format version and a SHA-256 over the
     tensors and ``meta``, so one atomic rename replaces the whole checkpoint.
     """
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # an empty tensor can carry stride 0 (numpy's empty arrays do), which safetensors refuses
+    tensors = {k: v.detach().contiguous().cpu() if v.numel() else v.new_empty(v.shape, device="cpu")
+               for k, v in tensors.items()}
     meta = {**meta, "format_version": FORMAT_VERSION}
     header = {"disentangle": json.dumps({**meta, "sha256": _digest(tensors, meta)})}
     atomic_write(path, st_save(tensors, metadata=header))

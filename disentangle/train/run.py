@@ -102,12 +102,13 @@ def _check_split(name: str, data: InteractionData, split: Split) -> None:
     """A split every metric can be computed on, or a one-line error naming the sizes."""
     sizes = (f"{split.train.num_interactions} training interactions, {len(split.valid)} "
              f"validation and {len(split.test)} test users")
-    if not split.train.num_interactions or not len(split.valid) or not len(split.test):
+    refit = split.protocol == "given" and not split.valid.target.nnz  # valid_ratio=0
+    if not split.train.num_interactions or not (len(split.valid) or refit) or not len(split.test):
         most = int(data.user_degree().max(initial=0))
         raise ValueError(f"dataset {name} is too small for the {split.protocol} protocol: it "
                          f"leaves {sizes} ({data.num_users} users with at most {most} "
                          f"interactions each, {data.num_items} items)")
-    for part in ("valid", "test"):
+    for part in ("test",) if refit else ("valid", "test"):
         es = getattr(split, part)
         if es.num_without_target == len(es):
             raise ValueError(f"dataset {name} is too small for the {split.protocol} protocol: "
@@ -260,14 +261,14 @@ def load_run(run_dir: str | Path, device: str | None = "cpu") -> Run:
 # -- the whole run -------------------------------------------------------------------------
 def final_results(model: FactorRecommender, split: Split, train: TrainConfig,
                   best_epoch: int) -> dict[str, Any]:
-    """Validation and test metrics of ``model`` and of popularity."""
+    """Validation (if any) and test metrics of ``model`` and of popularity."""
     device = next(model.parameters()).device
     pop = popularity_scorer(split.train, device)
     model.eval()
 
     def both(score) -> dict[str, Any]:
         return {name: evaluate(score, getattr(split, name), train.ks, train.eval_chunk, device)
-                for name in ("valid", "test")}
+                for name in ("valid", "test") if len(getattr(split, name))}
 
     return {"protocol": split.protocol, "best_epoch": best_epoch, **both(model.score),
             "popularity": both(pop)}

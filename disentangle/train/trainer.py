@@ -1,7 +1,8 @@
 """The one training loop every model shares.
 
 Each epoch runs ``model.batches`` / ``model.loss`` with Adam, evaluates on the validation set,
-appends a JSON line to ``metrics.jsonl``, keeps the best model by ``config.select``, and saves
+appends a JSON line to ``metrics.jsonl``, keeps the best model by ``config.select`` (the last
+one when the split has no validation users), and saves
 a resumable checkpoint (model, optimiser, global step, early-stopping state and RNG states),
 so a killed run continues where its last epoch ended and reaches the same result. The initial
 state is saved too (epoch 0), so a run killed in its first epoch resumes as well.
@@ -106,8 +107,8 @@ class Trainer:
             self._restore(path)
         # drop metric lines of epochs that ran after the checkpoint (and a line cut short)
         records = read_metrics(self.run_dir)
-        atomic_write(self.run_dir / METRICS, "".join(
-            json.dumps(r) + "\n" for r in records if r.get("epoch", math.inf) <= self.epoch).encode())
+        kept = [r for r in records if r.get("epoch", math.inf) <= self.epoch]
+        atomic_write(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def _restore(self, path: Path) -> None:
         tensors, meta = load_checkpoint(path)
@@ -154,25 +155,31 @@ class Trainer:
             record = self._train_epoch()
             self.epoch += 1
             improved = False
-            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+            postfix = {"loss": f"{record['loss']:.4g}"}
+            if not len(self.split.valid):  # nothing to select on: the last epoch is the model
+                improved = True
+            elif self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 record["valid"] = self.validate()
                 value = record["valid"][cfg.select]
+                postfix[cfg.select] = f"{value:.4f}"
                 improved = value > self.best_value
                 if improved:
-                    self.best_value, self.best_epoch, self.stale = value, self.epoch, 0
-                    self.best_state = {k: v.detach().clone() for k, v in
-                                       self.model.state_dict().items()}
+                    self.best_value, self.stale = value, 0
                 else:
                     self.stale += 1
-                epochs.set_postfix(loss=f"{record['loss']:.4g}",
-                                   **{cfg.select: f"{value:.4f}",
-                                      "best": f"{self.best_value:.4f}@{self.best_epoch}"})
+            if improved:
+                self.best_epoch = self.epoch
+                self.best_state = {k: v.detach().clone() for k, v in
+                                   self.model.state_dict().items()}
+            if self.best_value > -math.inf:
+                postfix["best"] = f"{self.best_value:.4f}@{self.best_epoch}"
+            epochs.set_postfix(postfix)
             if self.run_dir is not None:
                 with _deferred_interrupt():  # Ctrl-C here still saves this epoch whole
                     if improved:
                         save_checkpoint(self.run_dir / BEST,
                                         {f"model.{k}": v for k, v in self.best_state.items()},
-                                        {**self._state_meta(), "valid": record["valid"]})
+                                        {**self._state_meta(), "valid": record.get("valid")})
                     with open(self.run_dir / METRICS, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     self.save()

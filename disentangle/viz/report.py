@@ -198,8 +198,10 @@ def inspect_run(run, out_dir: str | Path | None = None, user: str | None = None,
         figures.append(("Training curves", path,
                         (f"Mean training loss per epoch, its logged parts, and the validation "
                          f"metrics ({_recall_definition(liang)}). The dotted line marks epoch "
-                         f"{run.best_epoch}, the best by validation {cfg.train.select}; its "
-                         f"model is the one evaluated and inspected here.")))
+                         f"{run.best_epoch}, " + (f"the best by validation {cfg.train.select}"
+                                                  if len(run.split.valid) else
+                                                  "the last (no validation set)")
+                         + "; its model is the one evaluated and inspected here.")))
     if has_cats:
         lift = factor_category_lift(weights, cats)
         first = np.zeros_like(lift, dtype=bool)
@@ -470,7 +472,8 @@ def _html(run, metrics, wording, figures, raw_user, user_png, explanations, n_kn
         ("protocol", (f"{split.protocol} (split seed {split.seed}); {len(split.valid)} "
                       f"validation and {len(split.test)} test users")),
         ("best epoch", (f"{run.best_epoch} of {len(records) or '?'} by validation "
-                        f"{cfg.train.select}")),
+                        f"{cfg.train.select}" if len(split.valid) else
+                        f"{run.best_epoch}, the last (no validation set)")),
     ]
     kv = "".join(f'<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in summary)
     figs = "".join(

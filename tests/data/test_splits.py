@@ -82,6 +82,15 @@ def test_given_split_keeps_the_test_file_and_carves_validation_from_train():
     assert not valid & test
 
 
+def test_given_split_without_validation_trains_on_every_training_interaction():
+    data = random_data(per_user=10)
+    test_mask = np.zeros(data.num_interactions, bool)
+    test_mask[::5] = True
+    split = given_split(Source(data, test_mask), seed=0, valid_ratio=0.0)
+    assert len(split.valid) == 0 and split.valid.target.nnz == 0
+    assert split.train.num_interactions == int((~test_mask).sum())
+
+
 def test_unknown_protocol_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown protocol 'temporal-x'"):
         make_split(Source(random_data()), "temporal-x", 0)

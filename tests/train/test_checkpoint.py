@@ -1,6 +1,7 @@
 """Checkpoints: round trip, refusal of tampered, truncated and pickled files."""
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,15 @@ def test_round_trip_keeps_tensors_and_meta(tmp_path):
     save_checkpoint(tmp_path / "c.safetensors", t, {"epoch": 2, "name": "x"})
     back, meta = load_checkpoint(tmp_path / "c.safetensors")
     assert torch.equal(back["w"], t["w"]) and meta["epoch"] == 2 and meta["name"] == "x"
+
+
+def test_empty_tensors_round_trip_whatever_their_stride(tmp_path):
+    """numpy's empty arrays (e.g. no validation users) arrive with stride 0."""
+    empty = torch.from_numpy(np.unique(np.array([], dtype=np.int64)))
+    save_checkpoint(tmp_path / "c.safetensors", {"users": empty, "rows": torch.zeros(0, 3)}, {})
+    back, _ = load_checkpoint(tmp_path / "c.safetensors")
+    assert back["users"].shape == (0,) and back["users"].dtype == torch.int64
+    assert back["rows"].shape == (0, 3)
 
 
 def test_flipped_byte_is_refused(tmp_path):
