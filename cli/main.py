@@ -222,7 +222,7 @@ def results_table(results: dict, model: str, ks) -> str:
     definition = "hits / min(k, |test|) (Liang et al.)" if liang else "hits / |test|"
     rows = [f"ndcg@{k}" for k in ks] + [f"{recall}@{k}" for k in ks]
     chosen = ("by validation" if "valid" in results
-              else "the last: no validation set")
+              else "(the last; no validation set)")
     lines = [f"test metrics ({results['protocol']} protocol, {test['users']} users; best epoch "
              f"{results['best_epoch']} {chosen}); Recall@k = {definition}"]
     if test["users_without_target"]:
@@ -241,7 +241,7 @@ def results_table(results: dict, model: str, ks) -> str:
 @click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda.")
 @friendly_errors
 def evaluate(run_dir, device):
-    """Re-evaluate the best model of RUN_DIR on its validation and test users."""
+    """Re-evaluate the best model of RUN_DIR on its validation (if any) and test users."""
     from disentangle.train.run import final_results, load_run
 
     run = load_run(run_dir, device)

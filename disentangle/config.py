@@ -37,7 +37,8 @@ class DataConfig:
         min_user_interactions: drop users with fewer interactions.
         valid_ratio: share of each user's training items used to validate (``given``); 0
             trains on all of them without validation, keeping the last epoch (a refit once a
-            validated run has chosen ``train.epochs``, as LightGCN and DGCF train).
+            validated run has chosen ``train.epochs``, as LightGCN and DGCF train;
+            ``train.patience`` then never stops a run).
         delimiter: column separator of a ``csv:PATH`` dataset (``None``: detected).
     """
 

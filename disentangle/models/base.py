@@ -100,4 +100,5 @@ class FactorRecommender(torch.nn.Module, ABC):
     @abstractmethod
     def explain(self, users: Tensor, history: Tensor, items: Tensor) -> Tensor:
         """``B x N x K``: for user ``b`` and item ``items[b, n]``, the share of the score that
-        each factor contributes (rows sum to one)."""
+        each factor contributes (rows sum to one; a score term that belongs to no factor,
+        such as an item bias, is left out)."""

@@ -80,10 +80,11 @@ class DisenGCNConfig(ModelConfig):
             propagation is linear and the routing reads directions), so ``reg_weight`` no
             longer limits them; it only keeps the norms small, which keeps Adam's angular
             steps large.
-        item_bias: add a learned bias :math:`b_i` (zero at first, not L2-penalised) to every
-            score of item ``i``. Unit-length representations cannot rank popular items higher
-            by their norms, as inner products do; the bias gives popularity its own term. It
-            is not part of any factor: :meth:`DisenGCN.explain` splits the inner product.
+        item_bias: add a learned bias :math:`b_i` (zero at first, outside ``reg_weight``'s
+            penalty) to every score of item ``i``. Unit-length representations cannot rank
+            popular items higher by their norms, as inner products do; the bias gives
+            popularity its own term. It is not part of any factor: :meth:`DisenGCN.explain`
+            splits the inner product.
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
         cor_weight: weight of the mean distance correlation between pairs of channels
             (0 disables it).

@@ -148,7 +148,7 @@ class MacridVAE(FactorRecommender):
         self.context = torch.nn.Parameter(torch.empty(M, d))     # encoder layer 1 (table)
         self.context_bias = torch.nn.Parameter(torch.empty(d))
         self.head = torch.nn.Linear(d, 2 * d)                    # encoder layer 2: (a, b)
-        self.updates_per_epoch = _updates_per_epoch(train_data.csr, config.batch_size)
+        self.updates_per_epoch = max(1, self.num_batches(train_data))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -248,7 +248,7 @@ class MacridVAE(FactorRecommender):
         """One epoch: the users with at least one interaction, shuffled with ``generator``,
         in sparse CSR ``batch_size x M`` float rows."""
         csr = train.csr
-        self.updates_per_epoch = _updates_per_epoch(csr, self.config.batch_size)
+        self.updates_per_epoch = max(1, self.num_batches(train))
         active = torch.from_numpy(np.flatnonzero(np.diff(csr.indptr)))
         order = active[torch.randperm(active.numel(), generator=generator)]
         for chunk in order.split(self.config.batch_size):
@@ -259,7 +259,7 @@ class MacridVAE(FactorRecommender):
                 check_invariants=False)  # scipy built it: valid by construction
 
     def num_batches(self, train) -> int:
-        return _updates_per_epoch(train.csr, self.config.batch_size)
+        return math.ceil(int((np.diff(train.csr.indptr) > 0).sum()) / self.config.batch_size)
 
     def anneal(self, step: int) -> float:
         """KL weight after ``step`` updates: reaches ``beta`` after five epochs' worth of
@@ -330,8 +330,3 @@ class MacridVAE(FactorRecommender):
         vecs = F.normalize(self.items, dim=-1)[items]                   # B x N x d
         cos = torch.einsum("bkd,bnd->bnk", mu, vecs)
         return (cos / self.config.tau + log_c[items]).softmax(dim=-1)
-
-
-def _updates_per_epoch(csr, batch_size: int) -> int:
-    active = int((np.diff(csr.indptr) > 0).sum())
-    return max(1, math.ceil(active / batch_size))

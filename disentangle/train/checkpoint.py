@@ -58,7 +58,8 @@ def _digest(tensors: dict[str, Tensor], meta: dict[str, Any]) -> str:
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():  # an empty tensor may have stride 0 (numpy's do): no byte view of it
+            h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -68,9 +69,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
     ``meta`` travels in the file's header with the format version and a SHA-256 over the
     tensors and ``meta``, so one atomic rename replaces the whole checkpoint.
     """
-    # an empty tensor can carry stride 0 (numpy's empty arrays do), which safetensors refuses
-    tensors = {k: v.detach().contiguous().cpu() if v.numel() else v.new_empty(v.shape, device="cpu")
-               for k, v in tensors.items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {**meta, "format_version": FORMAT_VERSION}
     header = {"disentangle": json.dumps({**meta, "sha256": _digest(tensors, meta)})}
     atomic_write(path, st_save(tensors, metadata=header))

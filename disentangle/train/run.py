@@ -7,8 +7,9 @@ A run directory holds everything needed to evaluate, explain and resume without 
 ``data.json``       raw user/item ids, titles, category names, protocol and seed
 ``split.safetensors``  training pairs, validation/test history and targets, categories
 ``metrics.jsonl``   one record per epoch
-``best.safetensors``   the best model by validation (``last.safetensors``: resumable)
-``results.json``    final validation/test metrics of the model and of popularity
+``best.safetensors``   the best model by validation, or the last one without validation
+                    (``last.safetensors``: resumable)
+``results.json``    final validation (if any) and test metrics of the model and of popularity
 ==================  ============================================================
 
 Nothing is written outside the run directory, and every file is written atomically.
@@ -83,7 +84,8 @@ def build_split(cfg: RunConfig) -> Split:
     if d.protocol == "heldout":
         _check_heldout_size(d.dataset, source.data, extra["heldout_users"])
     split = make_split(source, d.protocol, d.seed, **extra)
-    _check_split(d.dataset, source.data, split)
+    _check_split(d.dataset, source.data, split,
+                 refit=d.protocol == "given" and d.valid_ratio == 0)
     return split
 
 
@@ -98,11 +100,11 @@ def _check_heldout_size(name: str, data: InteractionData, heldout: int | float) 
                          f"use --protocol ratio)")
 
 
-def _check_split(name: str, data: InteractionData, split: Split) -> None:
-    """A split every metric can be computed on, or a one-line error naming the sizes."""
+def _check_split(name: str, data: InteractionData, split: Split, refit: bool) -> None:
+    """A split every metric can be computed on (with ``refit``, no validation set), or a
+    one-line error naming the sizes."""
     sizes = (f"{split.train.num_interactions} training interactions, {len(split.valid)} "
              f"validation and {len(split.test)} test users")
-    refit = split.protocol == "given" and not split.valid.target.nnz  # valid_ratio=0
     if not split.train.num_interactions or not (len(split.valid) or refit) or not len(split.test):
         most = int(data.user_degree().max(initial=0))
         raise ValueError(f"dataset {name} is too small for the {split.protocol} protocol: it "

@@ -2,10 +2,10 @@
 
 Each epoch runs ``model.batches`` / ``model.loss`` with Adam, evaluates on the validation set,
 appends a JSON line to ``metrics.jsonl``, keeps the best model by ``config.select`` (the last
-one when the split has no validation users), and saves
-a resumable checkpoint (model, optimiser, global step, early-stopping state and RNG states),
-so a killed run continues where its last epoch ended and reaches the same result. The initial
-state is saved too (epoch 0), so a run killed in its first epoch resumes as well.
+one when the split has no validation users), and saves a resumable checkpoint (model,
+optimiser, global step, early-stopping state and RNG states), so a killed run continues where
+its last epoch ended and reaches the same result. The initial state is saved too (epoch 0),
+so a run killed in its first epoch resumes as well.
 
 On CPU, training runs with deterministic kernels, so the same seed gives the same bits in any
 process, resumed or not.
@@ -138,7 +138,8 @@ class Trainer:
 
     # -- loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train for the remaining epochs; return the best validation record."""
+        """Train for the remaining epochs; return the best epoch and its validation
+        ``select`` value (``-inf`` without validation users)."""
         with _deterministic_kernels(self.device.type == "cpu"):
             return self._fit()
 

@@ -191,17 +191,19 @@ def inspect_run(run, out_dir: str | Path | None = None, user: str | None = None,
     records = read_metrics(run.path)
     liang = run.split.protocol == "heldout"
     if records:
+        validated = len(run.split.valid) > 0
         path = plots.training_curves(
             records, out / "training_curves.png", best_epoch=run.best_epoch,
-            select=cfg.train.select, ks=cfg.train.ks,
+            select=cfg.train.select if validated else None, ks=cfg.train.ks,
             recall_key="recall_liang" if liang else "recall", recall_label="Recall")
-        figures.append(("Training curves", path,
-                        (f"Mean training loss per epoch, its logged parts, and the validation "
-                         f"metrics ({_recall_definition(liang)}). The dotted line marks epoch "
-                         f"{run.best_epoch}, " + (f"the best by validation {cfg.train.select}"
-                                                  if len(run.split.valid) else
-                                                  "the last (no validation set)")
-                         + "; its model is the one evaluated and inspected here.")))
+        caption = (f"Mean training loss per epoch, its logged parts, and the validation "
+                   f"metrics ({_recall_definition(liang)}). The dotted line marks epoch "
+                   f"{run.best_epoch}, the best by validation {cfg.train.select}; its model is "
+                   f"the one evaluated and inspected here." if validated else
+                   f"Mean training loss per epoch and its logged parts (no validation set). "
+                   f"The dotted line marks epoch {run.best_epoch}, the last; its model is the "
+                   f"one evaluated and inspected here.")
+        figures.append(("Training curves", path, caption))
     if has_cats:
         lift = factor_category_lift(weights, cats)
         first = np.zeros_like(lift, dtype=bool)

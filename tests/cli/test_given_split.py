@@ -49,7 +49,7 @@ def test_valid_ratio_zero_trains_on_all_of_train_and_keeps_the_last_epoch(lightg
                                                                           tmp_path):
     out = tmp_path / "refit"
     output = fit(lightgcn_dir, out, "--set", "data.valid_ratio=0")
-    assert "best epoch 3 the last: no validation set" in output
+    assert "best epoch 3 (the last; no validation set)" in output
     results = json.loads((out / "results.json").read_text())
     assert "valid" not in results and results["best_epoch"] == 3
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
@@ -65,3 +65,23 @@ def test_valid_ratio_zero_trains_on_all_of_train_and_keeps_the_last_epoch(lightg
     assert again.exit_code == 0, again.output
     table = lambda text: [l for l in text.splitlines() if l.startswith(("ndcg", "recall"))]  # noqa
     assert table(again.output) == table(output)
+    # a refit continues like any run: two more epochs, and the last one is kept
+    more = CliRunner().invoke(main, ["fit", "--resume", str(out), "--epochs", "5", "--quiet",
+                                     "--no-report"])
+    assert more.exit_code == 0, more.output
+    assert "best epoch 5 (the last; no validation set)" in more.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
+    report = CliRunner().invoke(main, ["inspect", str(out), "--tsne-items", "20"])
+    assert report.exit_code == 0, report.output
+    html = (out / "inspect" / "report.html").read_text()
+    assert "5, the last (no validation set)" in html and "by validation" not in html
+
+
+def test_a_validation_share_too_small_to_validate_anyone_is_an_error(lightgcn_dir, tmp_path):
+    """Only valid_ratio=0 asks for no validation; 5% of 12 items is none, and says so."""
+    result = CliRunner().invoke(main, ["fit", *FAST, "--data-dir", str(lightgcn_dir), "--out",
+                                       str(tmp_path / "r"), "--set", "data.valid_ratio=0.05"])
+    assert result.exit_code != 0
+    assert "too small for the given protocol" in result.output
+    assert not (tmp_path / "r").exists()
