@@ -458,18 +458,18 @@ class DisenGCN(FactorRecommender):
             loss = loss + self.config.cor_weight * cor
         return loss, {self.config.loss: rank.item(), "reg": reg.item(), "cor": cor.item()}
 
-    def _bias(self, items: Tensor) -> Tensor | float:
+    def _bias(self, items: Tensor | slice) -> Tensor | float:
         """The learned biases of ``items`` (``item_bias``), else 0."""
         return 0.0 if self.item_bias is None else self.item_bias[items]
 
     # -- ranking ------------------------------------------------------------------------
+    @torch.no_grad()
     def score(self, users: Tensor, history: Tensor) -> Tensor:
         """``B x M`` inner products of the final representations (unit length with
         ``score="cosine"``), plus the item biases with ``item_bias``; ``history`` is not used
         (transductive model)."""
         user_out, item_out, _ = self._inference()
-        scores = user_out[users].flatten(1) @ item_out.flatten(1).t()
-        return scores if self.item_bias is None else scores + self.item_bias.detach()
+        return user_out[users].flatten(1) @ item_out.flatten(1).t() + self._bias(slice(None))
 
     # -- K-factor contract --------------------------------------------------------------
     def item_factor_weights(self) -> Tensor:

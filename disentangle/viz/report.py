@@ -196,14 +196,14 @@ def inspect_run(run, out_dir: str | Path | None = None, user: str | None = None,
             records, out / "training_curves.png", best_epoch=run.best_epoch,
             select=cfg.train.select if validated else None, ks=cfg.train.ks,
             recall_key="recall_liang" if liang else "recall", recall_label="Recall")
-        caption = (f"Mean training loss per epoch, its logged parts, and the validation "
-                   f"metrics ({_recall_definition(liang)}). The dotted line marks epoch "
-                   f"{run.best_epoch}, the best by validation {cfg.train.select}; its model is "
-                   f"the one evaluated and inspected here." if validated else
-                   f"Mean training loss per epoch and its logged parts (no validation set). "
-                   f"The dotted line marks epoch {run.best_epoch}, the last; its model is the "
-                   f"one evaluated and inspected here.")
-        figures.append(("Training curves", path, caption))
+        shown, chosen = ((f", its logged parts, and the validation metrics "
+                          f"({_recall_definition(liang)})",
+                          f"the best by validation {cfg.train.select}") if validated else
+                         (" and its logged parts (no validation set)", "the last"))
+        figures.append(("Training curves", path,
+                        f"Mean training loss per epoch{shown}. The dotted line marks epoch "
+                        f"{run.best_epoch}, {chosen}; its model is the one evaluated and "
+                        f"inspected here."))
     if has_cats:
         lift = factor_category_lift(weights, cats)
         first = np.zeros_like(lift, dtype=bool)
