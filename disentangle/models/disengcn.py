@@ -438,11 +438,19 @@ class DisenGCN(FactorRecommender):
         positive = (u * pos_rows.flatten(1)).sum(1) + self._bias(pos)
         reg_rows = [self.user_embedding(users), self.item_embedding(pos)]
         if self.config.loss == "softmax":
-            negative = u @ neg_rows.flatten(1).t() + self._bias(neg)
-            # a shared negative that is the row's own positive is not a negative for it
-            negative = negative.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), -math.inf)
-            logits = torch.cat([positive.unsqueeze(1), negative], 1) / self.config.softmax_tau
-            rank = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
+            # -log softmax of the positive among [positive, negatives], all over tau, written
+            # as logaddexp(p, logsumexp(n)) - p: no B x (N + 1) concatenation, and the bias
+            # and temperature folded into one matrix product
+            tau = self.config.softmax_tau
+            positive = positive / tau
+            neg_bias = self._bias(neg) / tau if self.item_bias is not None else u.new_zeros(())
+            negative = torch.addmm(neg_bias, u / tau, neg_rows.flatten(1).t())
+            # a shared negative that is the row's own positive is not a negative for it; the
+            # lowest finite value (not -inf) keeps a row whose negatives are all its positive
+            # free of NaN gradients
+            negative = negative.index_put_(_collisions(pos, neg),
+                                           negative.new_tensor(torch.finfo(negative.dtype).min))
+            rank = (torch.logaddexp(positive, torch.logsumexp(negative, 1)) - positive).mean()
         else:
             negative = (u * neg_rows.flatten(1)).sum(1) + self._bias(neg)
             rank = F.softplus(negative - positive).mean()
@@ -534,6 +542,18 @@ def _distinct(ids: Tensor, rows: Tensor) -> Tensor:
     first = torch.full((len(distinct),), len(ids), device=ids.device).scatter_reduce(
         0, inverse, torch.arange(len(ids), device=ids.device), "amin")
     return rows[first]
+
+
+def _collisions(pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rows, cols)`` of every pair with ``neg[cols] == pos[rows]``, found by binary search
+    in the sorted ``neg`` (no ``B x N`` comparison)."""
+    sorted_neg, order = neg.sort()
+    start = torch.searchsorted(sorted_neg, pos)
+    count = torch.searchsorted(sorted_neg, pos, right=True) - start
+    rows = torch.repeat_interleave(count)
+    within = torch.arange(len(rows), device=pos.device) - torch.repeat_interleave(
+        count.cumsum(0) - count, count)
+    return rows, order[torch.repeat_interleave(start, count) + within]
 
 
 def _reject_positives(users: Tensor, negatives: Tensor, items: Tensor, num_items: int,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from disentangle.data.interactions import InteractionData
 from disentangle.data.neighbors import sample_blocks
 from disentangle.models.disengcn import (DisenGCN, DisenGCNConfig,
-                                         channel_distance_correlation)
+                                         _collisions, channel_distance_correlation)
 from disentangle.nn.disen_conv import DisenConv
 
 K, D = 4, 8
@@ -242,7 +242,7 @@ def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data, item_bias
                                   cor_weight=0.0, item_bias=item_bias))
     bias = model.item_bias if item_bias else torch.zeros(data.num_items)
     users, pos = torch.tensor([0, 0, 20]), torch.tensor([1, 3, 12])
-    shared = torch.tensor([30, 3, 5, 40])  # item 3 is the second row's own positive
+    shared = torch.tensor([30, 3, 5, 3, 40])  # item 3 (twice) is the second row's positive
     loss, parts = model.loss((users, pos, shared), step=0)
     with torch.no_grad():
         u_out, i_out = model.embed()
@@ -257,6 +257,24 @@ def test_softmax_loss_is_cross_entropy_over_the_shared_negatives(data, item_bias
     assert parts["softmax"] == pytest.approx(np.mean(terms), rel=1e-5)
     assert parts["reg"] == pytest.approx(0.5 * sq / 3, rel=1e-5)
     assert loss.item() == pytest.approx(np.mean(terms) + 0.1 * 0.5 * sq / 3, rel=1e-5)
+
+
+def test_softmax_row_whose_negatives_are_all_its_positive_has_zero_loss_and_gradient(data):
+    model = make(data, loss="softmax", softmax_tau=0.2, reg_weight=0.0, cor_weight=0.0,
+                 item_bias=True)
+    loss, parts = model.loss((torch.tensor([4]), torch.tensor([7]), torch.tensor([7, 7])), step=0)
+    loss.backward()
+    assert parts["softmax"] == 0.0
+    assert all(torch.all(p.grad == 0) for p in model.parameters() if p.grad is not None)
+
+
+def test_collisions_are_every_pair_of_a_negative_equal_to_the_rows_positive():
+    generator = torch.Generator().manual_seed(0)
+    pos, neg = torch.randint(20, (300,), generator=generator), torch.randint(20, (50,),
+                                                                             generator=generator)
+    rows, cols = _collisions(pos, neg)
+    expected = (neg.unsqueeze(0) == pos.unsqueeze(1)).nonzero().tolist()
+    assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(map(tuple, expected))
 
 
 def test_cosine_score_is_the_cosine_of_the_dot_models_representations(data):
