@@ -54,6 +54,11 @@ class Split:
     protocol: str
     seed: int | None = None
 
+    @property
+    def validated(self) -> bool:
+        """Whether there are validation users to select a model on (a refit has none)."""
+        return len(self.valid) > 0
+
     def __repr__(self) -> str:
         return (f"Split({self.protocol}, train={self.train.num_interactions} interactions, "
                 f"valid={len(self.valid)} users, test={len(self.test)} users)")
