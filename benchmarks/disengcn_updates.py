@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--protocol", default="ratio")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--settings", default=",".join(f"{b}:{s}" for b, s in SETTINGS),
+                        help="comma-separated batch_size:neighbors pairs (0 = whole graph)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override, e.g. model.num_layers=2")
     parser.add_argument("--out", type=Path)
@@ -82,7 +84,8 @@ def main() -> None:
               f"{'update s':>9} {'epoch s':>8} {'nodes':>7} {'edges':>9}")
     print(header)
     rows = []
-    for batch_size, neighbors in SETTINGS:
+    settings = [tuple(map(int, pair.split(":"))) for pair in args.settings.split(",")]
+    for batch_size, neighbors in settings:
         cfg = resolve("disengcn", overrides=[*base, f"model.batch_size={batch_size}",
                                              f"model.neighbors={neighbors}"])
         row = measure(cfg, split, args.steps, args.warmup)
