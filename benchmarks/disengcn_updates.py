@@ -6,7 +6,8 @@ table and writes JSON.
         --data-dir ../shared/data/gowalla --protocol given \\
         --out benchmarks/results/disengcn-updates-gowalla.json
 
-Each setting runs ``--steps`` real Adam updates (the first ``--warmup`` are not timed) and
+``--settings 8192:0,2048:32`` times only those (batch size, neighbours) pairs. Each setting
+runs ``--steps`` real Adam updates (the first ``--warmup`` are not timed) and
 reports medians of: drawing the batch (negatives, and the sampled computation graph), the
 forward pass with the loss, and backward + optimiser step. ``epoch_s`` is the median update
 times the number of updates in one epoch; ``nodes`` / ``edges`` are the median size of the
@@ -62,6 +63,17 @@ def measure(cfg, split, steps: int, warmup: int) -> dict:
             "edges": statistics.median(s[1] for s in sizes)}
 
 
+def settings(text: str) -> list[tuple[int, int]]:
+    """``"8192:0,2048:32"`` -> ``[(8192, 0), (2048, 32)]``."""
+    try:
+        pairs = [tuple(int(n) for n in pair.split(":")) for pair in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 or p[0] < 1 or p[1] < 0 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected batch_size:neighbors pairs, got {text!r}")
+    return pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-latest-small")
@@ -69,8 +81,9 @@ def main() -> None:
     parser.add_argument("--protocol", default="ratio")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--settings", default=",".join(f"{b}:{s}" for b, s in SETTINGS),
-                        help="comma-separated batch_size:neighbors pairs (0 = whole graph)")
+    parser.add_argument("--settings", type=settings, default=SETTINGS,
+                        help="comma-separated batch_size:neighbors pairs, e.g. 8192:0,2048:32 "
+                             "(0 neighbours = whole graph; default: the six of the table)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override, e.g. model.num_layers=2")
     parser.add_argument("--out", type=Path)
@@ -84,8 +97,7 @@ def main() -> None:
               f"{'update s':>9} {'epoch s':>8} {'nodes':>7} {'edges':>9}")
     print(header)
     rows = []
-    settings = [tuple(map(int, pair.split(":"))) for pair in args.settings.split(",")]
-    for batch_size, neighbors in settings:
+    for batch_size, neighbors in args.settings:
         cfg = resolve("disengcn", overrides=[*base, f"model.batch_size={batch_size}",
                                              f"model.neighbors={neighbors}"])
         row = measure(cfg, split, args.steps, args.warmup)

@@ -55,7 +55,7 @@ class Split:
     seed: int | None = None
 
     @property
-    def validated(self) -> bool:
+    def has_validation(self) -> bool:
         """Whether there are validation users to select a model on (a refit has none)."""
         return len(self.valid) > 0
 

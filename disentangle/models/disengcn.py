@@ -448,8 +448,7 @@ class DisenGCN(FactorRecommender):
             # a shared negative that is the row's own positive is not a negative for it; the
             # lowest finite value (not -inf) keeps a row whose negatives are all its positive
             # free of NaN gradients
-            negative = negative.index_put_(_collisions(pos, neg),
-                                           negative.new_tensor(torch.finfo(negative.dtype).min))
+            negative[_collisions(pos, neg)] = torch.finfo(negative.dtype).min
             rank = (torch.logaddexp(positive, torch.logsumexp(negative, 1)) - positive).mean()
         else:
             negative = (u * neg_rows.flatten(1)).sum(1) + self._bias(neg)
@@ -546,14 +545,15 @@ def _distinct(ids: Tensor, rows: Tensor) -> Tensor:
 
 def _collisions(pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
     """``(rows, cols)`` of every pair with ``neg[cols] == pos[rows]``, found by binary search
-    in the sorted ``neg`` (no ``B x N`` comparison)."""
+    in the sorted ``neg`` (no ``B x N`` comparison; one device sync, for the number of pairs)."""
     sorted_neg, order = neg.sort()
     start = torch.searchsorted(sorted_neg, pos)
     count = torch.searchsorted(sorted_neg, pos, right=True) - start
-    rows = torch.repeat_interleave(count)
-    within = torch.arange(len(rows), device=pos.device) - torch.repeat_interleave(
-        count.cumsum(0) - count, count)
-    return rows, order[torch.repeat_interleave(start, count) + within]
+    total = int(count.sum())
+    rows = torch.repeat_interleave(count, output_size=total)
+    within = torch.arange(total, device=pos.device) - torch.repeat_interleave(
+        count.cumsum(0) - count, count, output_size=total)
+    return rows, order[torch.repeat_interleave(start, count, output_size=total) + within]
 
 
 def _reject_positives(users: Tensor, negatives: Tensor, items: Tensor, num_items: int,

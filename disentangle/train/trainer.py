@@ -157,7 +157,7 @@ class Trainer:
             self.epoch += 1
             improved = False
             postfix = {"loss": f"{record['loss']:.4g}"}
-            if not self.split.validated:  # nothing to select on: the last epoch is the model
+            if not self.split.has_validation:  # nothing to select on: the last epoch is the model
                 improved = True
             elif self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 record["valid"] = self.validate()

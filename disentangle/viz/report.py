@@ -191,7 +191,7 @@ def inspect_run(run, out_dir: str | Path | None = None, user: str | None = None,
     records = read_metrics(run.path)
     liang = run.split.protocol == "heldout"
     if records:
-        validated = run.split.validated
+        validated = run.split.has_validation
         path = plots.training_curves(
             records, out / "training_curves.png", best_epoch=run.best_epoch,
             select=cfg.train.select if validated else None, ks=cfg.train.ks,
@@ -474,7 +474,7 @@ def _html(run, metrics, wording, figures, raw_user, user_png, explanations, n_kn
         ("protocol", (f"{split.protocol} (split seed {split.seed}); {len(split.valid)} "
                       f"validation and {len(split.test)} test users")),
         ("best epoch", (f"{run.best_epoch} of {len(records) or '?'} by validation "
-                        f"{cfg.train.select}" if split.validated else
+                        f"{cfg.train.select}" if split.has_validation else
                         f"{run.best_epoch}, the last (no validation set)")),
     ]
     kv = "".join(f'<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in summary)

@@ -80,7 +80,7 @@ def test_given_split_keeps_the_test_file_and_carves_validation_from_train():
     valid = pairs(split.valid.target, split.valid.users)
     assert len(valid) == 60 * 2  # int(0.25 * 8) per user
     assert not valid & test
-    assert split.validated
+    assert split.has_validation
 
 
 def test_given_split_without_validation_trains_on_every_training_interaction():
@@ -88,7 +88,7 @@ def test_given_split_without_validation_trains_on_every_training_interaction():
     test_mask = np.zeros(data.num_interactions, bool)
     test_mask[::5] = True
     split = given_split(Source(data, test_mask), seed=0, valid_ratio=0.0)
-    assert len(split.valid) == 0 and split.valid.target.nnz == 0 and not split.validated
+    assert len(split.valid) == 0 and split.valid.target.nnz == 0 and not split.has_validation
     assert split.train.num_interactions == int((~test_mask).sum())
 
 
