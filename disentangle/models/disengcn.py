@@ -443,7 +443,7 @@ class DisenGCN(FactorRecommender):
             # and temperature folded into one matrix product
             tau = self.config.softmax_tau
             positive = positive / tau
-            neg_bias = self._bias(neg) / tau if self.item_bias is not None else u.new_zeros(())
+            neg_bias = torch.as_tensor(self._bias(neg), dtype=u.dtype, device=u.device) / tau
             negative = torch.addmm(neg_bias, u / tau, neg_rows.flatten(1).t())
             # a shared negative that is the row's own positive is not a negative for it; the
             # lowest finite value (not -inf) keeps a row whose negatives are all its positive
