@@ -163,7 +163,8 @@ def _coerce(section: str, field: dataclasses.Field, value: Any, hint: Any) -> An
             raise TypeError
         return target(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r}: expected {getattr(target, '__name__', target)}") from None
+        expected = getattr(target, "__name__", target)
+        raise ConfigError(f"{key}={value!r}: expected {expected}") from None
 
 
 def _apply(section: str, obj: Any, values: dict[str, Any]) -> None:
@@ -189,7 +190,8 @@ def resolve(model: str | None = None, files: list[str | Path] = (),
         try:
             doc = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {f}: not valid YAML ({str(e).splitlines()[0]})") from None
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"config file {f}: not valid YAML ({first})") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"config file {f}: expected a mapping of sections")
         layers.append(doc)

@@ -22,8 +22,10 @@ class InteractionData:
     give the raw ids of the source (as strings). Each (user, item) pair occurs at most once.
 
     Args:
-        users, items: the interacting pairs, as index arrays of equal length.
-        user_ids, item_ids: raw ids, one per index.
+        users: the users of the interacting pairs, as an index array.
+        items: their items, an index array of the same length.
+        user_ids: raw user ids, one per user index.
+        item_ids: raw item ids, one per item index.
         item_titles: optional title per item.
         item_categories: optional ``M x C`` multi-hot float matrix (e.g. MovieLens genres).
         category_names: the ``C`` category names.

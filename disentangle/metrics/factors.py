@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import entropy
@@ -51,6 +52,12 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 from sklearn.metrics.cluster import contingency_matrix
+
+if TYPE_CHECKING:
+    import torch
+
+    from disentangle.data import InteractionData
+    from disentangle.models.base import FactorRecommender
 
 __all__ = [
     "factor_category_matrix",
@@ -93,7 +100,8 @@ def _subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray | slice
     return np.sort(rng.choice(n, size=max_samples, replace=False))
 
 
-def _labelled(item_factor_weights, item_categories) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(item_factor_weights: ArrayLike,
+              item_categories: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Check shapes; return ``(weights, categories)`` restricted to items with a category."""
     w = _np(item_factor_weights, np.float64)
     cats = _np(item_categories, np.float64)
@@ -137,7 +145,7 @@ def _matched_fraction(table: np.ndarray) -> float:
 
 
 # -- macro --------------------------------------------------------------------------------
-def factor_category_matrix(item_factor_weights, item_categories, *,
+def factor_category_matrix(item_factor_weights: ArrayLike, item_categories: ArrayLike, *,
                            normalize: str | None = "all") -> np.ndarray:
     """``K x C`` mass of each factor in each category.
 
@@ -171,7 +179,7 @@ def factor_category_matrix(item_factor_weights, item_categories, *,
     return mass
 
 
-def matched_accuracy(labels_true, labels_pred) -> float:
+def matched_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Hungarian-matched accuracy (the "clustering accuracy" of deep-clustering papers).
 
     The share of samples whose predicted cluster maps to their true class under the
@@ -183,7 +191,7 @@ def matched_accuracy(labels_true, labels_pred) -> float:
     return _matched_fraction(table)
 
 
-def bijection_score(matrix) -> int:
+def bijection_score(matrix: ArrayLike) -> int:
     """Whether a ``K x C`` factor × category association is a bijection, scored 0 to 3.
 
     Reading of the MacridVAE paper (Ma et al., NeurIPS 2019, Sec. 4, "macro
@@ -227,7 +235,7 @@ def _lift(joint: np.ndarray) -> np.ndarray:
     return np.divide(joint, denom, out=np.zeros_like(joint), where=denom > 0)
 
 
-def macro_alignment(item_factor_weights, item_categories) -> dict[str, float]:
+def macro_alignment(item_factor_weights: ArrayLike, item_categories: ArrayLike) -> dict[str, float]:
     """Alignment of items' factors with their categories.
 
     Each item's factor is its top factor, ``argmax_k item_factor_weights[i, k]`` (ties to
@@ -275,7 +283,8 @@ def macro_alignment(item_factor_weights, item_categories) -> dict[str, float]:
 
 
 # -- independence between factors ---------------------------------------------------------
-def channel_correlation(emb, *, max_samples: int | None = None, seed: int = 0) -> np.ndarray:
+def channel_correlation(emb: ArrayLike, *, max_samples: int | None = None,
+                        seed: int = 0) -> np.ndarray:
     """``(K*d) x (K*d)`` absolute Pearson correlation between the dimensions of ``emb``.
 
     Args:
@@ -313,7 +322,7 @@ def _block_means(corr: np.ndarray, k: int) -> tuple[float, float]:
             float(c[~same].mean()) if (~same).any() else float("nan"))
 
 
-def block_diagonal_score(corr, num_factors: int) -> float:
+def block_diagonal_score(corr: ArrayLike, num_factors: int) -> float:
     """How block-diagonal a channel correlation matrix is: higher = more disentangled.
 
     ``mean |corr| inside the K diagonal blocks (off the main diagonal)`` minus ``mean |corr|
@@ -350,7 +359,8 @@ def _dcor_from_centered(a: np.ndarray, b: np.ndarray, var_a: float, var_b: float
     return math.sqrt(dcov2 / math.sqrt(var_a * var_b))
 
 
-def distance_correlation(x, y, *, max_samples: int | None = 2000, seed: int = 0) -> float:
+def distance_correlation(x: ArrayLike, y: ArrayLike, *, max_samples: int | None = 2000,
+                         seed: int = 0) -> float:
     """Distance correlation of Székely, Rizzo & Bakirov (Ann. Statist. 2007).
 
     ``dCor(x, y) = sqrt(dCov²(x, y) / sqrt(dVar²(x) dVar²(y)))`` with the V-statistics
@@ -376,7 +386,7 @@ def distance_correlation(x, y, *, max_samples: int | None = 2000, seed: int = 0)
     return _dcor_from_centered(a, b, float((a * a).mean()), float((b * b).mean()))
 
 
-def factor_distance_correlation(emb, *, max_samples: int | None = 2000,
+def factor_distance_correlation(emb: ArrayLike, *, max_samples: int | None = 2000,
                                 seed: int = 0) -> float:
     """Mean distance correlation between pairs of channels: lower = more independent.
 
@@ -415,7 +425,8 @@ def factor_distance_correlation(emb, *, max_samples: int | None = 2000,
 
 
 # -- micro --------------------------------------------------------------------------------
-def dimension_independence(emb, *, max_samples: int | None = None, seed: int = 0) -> float:
+def dimension_independence(emb: ArrayLike, *, max_samples: int | None = None,
+                           seed: int = 0) -> float:
     """Mean absolute Pearson correlation between the dimensions of one factor, averaged
     over factors: **lower = more independent** (0: uncorrelated dimensions, 1: every
     dimension of a factor a linear function of the others).
@@ -432,8 +443,8 @@ def dimension_independence(emb, *, max_samples: int | None = None, seed: int = 0
     return _block_means(corr, x.shape[1])[0]
 
 
-def latent_traversal(decode: Callable[[Any], Any], z, factor: int, dim: int,
-                     values: Sequence[float], *, top: int = 10,
+def latent_traversal(decode: Callable[[Any], Any], z: np.ndarray | torch.Tensor, factor: int,
+                     dim: int, values: Sequence[float], *, top: int = 10,
                      mode: str = "set") -> dict[str, np.ndarray]:
     """Move one latent dimension and report which items' scores rise and fall most.
 
@@ -505,7 +516,7 @@ def latent_traversal(decode: Callable[[Any], Any], z, factor: int, dim: int,
             "falling": np.stack(falling), "delta": np.stack(deltas)}
 
 
-def summarise_categories(items, item_categories) -> np.ndarray:
+def summarise_categories(items: ArrayLike, item_categories: ArrayLike) -> np.ndarray:
     """Category shares of sets of items: ``(...) x n`` item indices -> ``(...) x C``.
 
     Each item adds ``1 / |its categories|`` to each of its categories (the module's
@@ -543,7 +554,8 @@ def _independence(prefix: str, emb: np.ndarray, max_samples: int, seed: int) -> 
     }
 
 
-def factor_report(model, data, users, history, *, max_samples: int = 2000,
+def factor_report(model: FactorRecommender, data: InteractionData | None,
+                  users: torch.Tensor, history: torch.Tensor, *, max_samples: int = 2000,
                   seed: int = 0) -> dict[str, float | int | None]:
     """All factor metrics of a :class:`~disentangle.models.base.FactorRecommender`.
 
@@ -556,8 +568,9 @@ def factor_report(model, data, users, history, *, max_samples: int = 2000,
         model: the model.
         data: an :class:`~disentangle.data.InteractionData` over the model's items; without
             ``item_categories`` the ``macro/*`` keys are absent.
-        users, history: the users whose factor embeddings are measured, as in
+        users: the users whose factor embeddings are measured, as in
             :meth:`~disentangle.models.base.FactorRecommender.factor_embeddings`.
+        history: their interaction rows, as there.
         max_samples: rows used for distance correlation (O(n²)); Pearson correlations use
             up to 20 times as many.
         seed: seed of every subsample.

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from disentangle.data import InteractionData
 from disentangle.data.neighbors import incoming_csr, sample_blocks
 from disentangle.models.base import FactorRecommender, ModelConfig
 from disentangle.nn.disen_conv import DisenConv
@@ -232,7 +233,7 @@ class DisenGCN(FactorRecommender):
     defaults = {"data": {"protocol": "ratio"},
                 "train": {"epochs": 100, "lr": 5e-3, "ks": [20, 50], "select": "recall@20"}}
 
-    def __init__(self, config: DisenGCNConfig, train_data) -> None:
+    def __init__(self, config: DisenGCNConfig, train_data: InteractionData) -> None:
         super().__init__()
         config.validate()
         self.config = config

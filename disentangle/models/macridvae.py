@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from disentangle.data import InteractionData
 from disentangle.models.base import FactorRecommender, ModelConfig
 
 
@@ -134,7 +135,7 @@ class MacridVAE(FactorRecommender):
     Config = MacridVAEConfig
     supports_new_users = True
 
-    def __init__(self, config: MacridVAEConfig, train_data) -> None:
+    def __init__(self, config: MacridVAEConfig, train_data: InteractionData) -> None:
         super().__init__()
         config.validate()
         self.config = config

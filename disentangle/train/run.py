@@ -105,7 +105,8 @@ def _check_split(name: str, data: InteractionData, split: Split, refit: bool) ->
     one-line error naming the sizes."""
     sizes = (f"{split.train.num_interactions} training interactions, {len(split.valid)} "
              f"validation and {len(split.test)} test users")
-    if not split.train.num_interactions or not (split.has_validation or refit) or not len(split.test):
+    usable = split.train.num_interactions and (split.has_validation or refit) and len(split.test)
+    if not usable:
         most = int(data.user_degree().max(initial=0))
         raise ValueError(f"dataset {name} is too small for the {split.protocol} protocol: it "
                          f"leaves {sizes} ({data.num_users} users with at most {most} "

@@ -28,6 +28,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from matplotlib.transforms import offset_copy
+from numpy.typing import ArrayLike
 
 __all__ = [
     "channel_correlation_plot",
@@ -106,7 +107,7 @@ def _legend_font(entries: int) -> float:
 
 
 # -- factor x category ------------------------------------------------------------------------
-def factor_category_heatmap(matrix, category_names: Sequence[str], path: str | Path, *,
+def factor_category_heatmap(matrix: ArrayLike, category_names: Sequence[str], path: str | Path, *,
                             value_label: str = "P(category | factor)",
                             title: str = "Factors × categories",
                             factor_labels: Sequence[str] | None = None,
@@ -228,8 +229,9 @@ def _tsne_coords(x: np.ndarray, seed: int, perplexity: float, max_iter: int) -> 
                     random_state=seed).fit_transform(x)
 
 
-def item_tsne(item_factor_embeddings, item_factor_weights, path: str | Path, *,
-              item_categories=None, category_names: Sequence[str] = (),
+def item_tsne(item_factor_embeddings: ArrayLike, item_factor_weights: ArrayLike,
+              path: str | Path, *, item_categories: ArrayLike | None = None,
+              category_names: Sequence[str] = (),
               max_items: int = 2000, seed: int = 0, perplexity: float = 30.0,
               max_iter: int = 500, max_legend_categories: int = 19) -> Path:
     """t-SNE of item factor embeddings, coloured by top factor and by category.
@@ -469,8 +471,9 @@ def training_curves(records: Sequence[Mapping[str, Any]], path: str | Path, *,
 
 
 # -- one user ---------------------------------------------------------------------------
-def user_factors_plot(shares, items_per_factor: Sequence[Sequence[str]], path: str | Path, *,
-                      user_label: str = "user", factor_notes: Sequence[str] | None = None,
+def user_factors_plot(shares: ArrayLike, items_per_factor: Sequence[Sequence[str]],
+                      path: str | Path, *, user_label: str = "user",
+                      factor_notes: Sequence[str] | None = None,
                       title_width: int = 50, max_titles: int = 3) -> Path:
     """One user's factor shares (bars) beside, per factor, the recommended titles it explains.
 

@@ -26,7 +26,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,11 @@ from .explanations import (
     item_weights,
     user_index,
 )
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from ..train.run import Run
 
 __all__ = ["METRIC_INFO", "evaluation_users", "inspect_run", "summary_table"]
 
@@ -107,7 +112,7 @@ METRIC_INFO: dict[str, tuple[str, str, str]] = {
 
 
 # -- which users are measured ----------------------------------------------------------------
-def evaluation_users(run, max_users: int = 2000, seed: int = 0) -> tuple[np.ndarray, Any, str]:
+def evaluation_users(run: Run, max_users: int = 2000, seed: int = 0) -> tuple[np.ndarray, Any, str]:
     """The users whose factor embeddings are measured: ``(indices, history CSR, wording)``.
 
     Held-out-protocol runs use their test users with their fold-in history (the users the
@@ -130,7 +135,7 @@ def evaluation_users(run, max_users: int = 2000, seed: int = 0) -> tuple[np.ndar
     return active, csr[active], wording
 
 
-def _default_user(run, users: np.ndarray, history) -> str:
+def _default_user(run: Run, users: np.ndarray, history: sp.csr_matrix) -> str:
     """A typical measured user: the one with the median history size (first on ties)."""
     sizes = np.diff(history.indptr)
     ok = np.flatnonzero(sizes > 0)
@@ -142,7 +147,7 @@ def _default_user(run, users: np.ndarray, history) -> str:
 
 
 # -- the report ----------------------------------------------------------------------------
-def inspect_run(run, out_dir: str | Path | None = None, user: str | None = None, *,
+def inspect_run(run: Run, out_dir: str | Path | None = None, user: str | None = None, *,
                 max_items: int = 2000, max_users: int = 2000, seed: int = 0,
                 k: int = 10) -> dict[str, Any]:
     """Compute the factor metrics of a run and write its plots, ``factors.json`` and

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from disentangle_cli.main import main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disentangle.train.checkpoint import load_checkpoint, save_checkpoint
+from disentangle_cli.main import main
 
 TINY = ["--set", "model.dim=4", "--quiet"]
 FIT = ["fit", "--model", "macridvae", *TINY, "--epochs", "0"]

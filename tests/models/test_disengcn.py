@@ -9,8 +9,12 @@ import torch.nn.functional as F
 
 from disentangle.data.interactions import InteractionData
 from disentangle.data.neighbors import sample_blocks
-from disentangle.models.disengcn import (DisenGCN, DisenGCNConfig,
-                                         _collisions, channel_distance_correlation)
+from disentangle.models.disengcn import (
+    DisenGCN,
+    DisenGCNConfig,
+    _collisions,
+    channel_distance_correlation,
+)
 from disentangle.nn.disen_conv import DisenConv
 
 K, D = 4, 8

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from disentangle_cli.inspection import inspect_command, print_explanations
 from PIL import Image
 
 from disentangle.config import resolve
@@ -19,6 +18,7 @@ from disentangle.train.run import Run, build_model, build_split, fit, load_run
 from disentangle.viz.explanations import explain_recommendations, factor_top_categories
 from disentangle.viz.plots import shorten
 from disentangle.viz.report import _categories_text, inspect_run, summary_table
+from disentangle_cli.inspection import inspect_command, print_explanations
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = {"training_curves", "factor_category", "tsne", "channel_correlation", "user"}
