@@ -26,7 +26,7 @@ from disentangle.train.run import build_split
 def summarise(items: np.ndarray, popularity: np.ndarray, rank: np.ndarray) -> dict:
     """Popularity statistics of the interactions with ``items`` (``rank``: 0 = most popular)."""
     pop = popularity[items]
-    return {"interactions": int(len(items)), "mean": float(pop.mean()),
+    return {"interactions": len(items), "mean": float(pop.mean()),
             "median": float(np.median(pop)),
             "top1pct": float((rank[items] < 0.01 * len(popularity)).mean()),
             "top10pct": float((rank[items] < 0.10 * len(popularity)).mean())}

@@ -223,8 +223,8 @@ def results_table(results: dict, model: str, ks) -> str:
     rows = [f"ndcg@{k}" for k in ks] + [f"{recall}@{k}" for k in ks]
     chosen = ("by validation" if "valid" in results
               else "(the last; no validation set)")
-    lines = [f"test metrics ({results['protocol']} protocol, {test['users']} users; best epoch "
-             f"{results['best_epoch']} {chosen}); Recall@k = {definition}"]
+    lines = [(f"test metrics ({results['protocol']} protocol, {test['users']} users; best epoch "
+              f"{results['best_epoch']} {chosen}); Recall@k = {definition}")]
     if test["users_without_target"]:
         lines.append(f"note: {test['users_without_target']} test user(s) without target items "
                      f"count as 0 in every mean (as the MacridVAE authors' code counts them)")
@@ -297,7 +297,8 @@ def datasets():
                    f"[{row['path']}]")
 
 
-from .inspection import inspect_command  # noqa: E402  (registers after main exists)
+# imported here, at the end: inspection registers its command on main, defined above
+from .inspection import inspect_command
 
 inspect_command.callback = friendly_errors(inspect_command.callback)
 main.add_command(inspect_command)

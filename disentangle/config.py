@@ -211,7 +211,7 @@ def _merge(model: str | None, layers: list[dict]) -> RunConfig:
     for layer in layers:
         unknown = set(layer) - {"data", "model", "train"}
         if unknown:
-            raise ConfigError(f"unknown config section {sorted(unknown)[0]!r}; "
+            raise ConfigError(f"unknown config section {min(unknown)!r}; "
                               f"known: data, model, train")
     if model is None:  # --model wins; else the last file that names one
         named = [layer["model"]["name"] for layer in layers

@@ -3,5 +3,15 @@ from .interactions import InteractionData
 from .sources import DATASETS, LoadOptions, Source, available, load_dataset
 from .splits import EvalSet, Split, load_split_dir, make_split
 
-__all__ = ["InteractionData", "DATASETS", "LoadOptions", "Source", "available", "load_dataset",
-           "EvalSet", "Split", "load_split_dir", "make_split"]
+__all__ = [
+    "DATASETS",
+    "EvalSet",
+    "InteractionData",
+    "LoadOptions",
+    "Source",
+    "Split",
+    "available",
+    "load_dataset",
+    "load_split_dir",
+    "make_split",
+]

@@ -57,7 +57,7 @@ class DatasetInfo:
     name: str
     description: str
     files: tuple[str, ...]
-    loader: Callable[[Path, "LoadOptions"], Source]
+    loader: Callable[[Path, LoadOptions], Source]
     embedded: bool = False
 
 

@@ -91,7 +91,7 @@ def _per_user_rank(users: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
     return rank, counts[users]
 
 
-def heldout_split(data: InteractionData, seed: int = 98765, heldout_users: float | int = 0.1,
+def heldout_split(data: InteractionData, seed: int = 98765, heldout_users: float = 0.1,
                   target_ratio: float = 0.2, min_items: int = 5) -> Split:
     """Strong-generalisation split (see the module docstring).
 
@@ -101,7 +101,7 @@ def heldout_split(data: InteractionData, seed: int = 98765, heldout_users: float
     """
     rng = np.random.default_rng(seed)
     n = data.num_users
-    h = int(round(heldout_users * n)) if isinstance(heldout_users, float) else int(heldout_users)
+    h = round(heldout_users * n) if isinstance(heldout_users, float) else int(heldout_users)
     if h < 1 or 2 * h >= n:
         raise ValueError(f"heldout_users={heldout_users!r} leaves no users to train or to test "
                          f"({n} users)")

@@ -3,12 +3,13 @@ factor metrics (:mod:`disentangle.metrics.factors`)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 
 from .interactions import InteractionData
 
-__all__ = ["planted", "PlantedTruth"]
+__all__ = ["PlantedTruth", "planted"]
 
 # Users are generated in blocks of about this many draws, which bounds peak memory at a few
 # hundred MB whatever the total size. A constant, so a seed gives the same data everywhere.
@@ -120,7 +121,7 @@ def planted(num_users: int, num_items: int, num_factors: int, *,
                              np.arange(_DRAWS_PER_BLOCK, draws.sum(), _DRAWS_PER_BLOCK))
     bounds = np.unique(np.concatenate([[0], bounds, [n]]))
     keys = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         pvals = np.concatenate([purity * mixture[lo:hi], np.full((hi - lo, 1), 1.0 - purity)],
                                axis=1)
         counts = rng.multinomial(draws[lo:hi], pvals)  # (users, K + 1): K factors, noise

@@ -60,18 +60,18 @@ if TYPE_CHECKING:
     from disentangle.models.base import FactorRecommender
 
 __all__ = [
+    "bijection_score",
+    "block_diagonal_score",
+    "channel_correlation",
+    "dimension_independence",
+    "distance_correlation",
     "factor_category_matrix",
+    "factor_distance_correlation",
+    "factor_report",
+    "latent_traversal",
     "macro_alignment",
     "matched_accuracy",
-    "bijection_score",
-    "channel_correlation",
-    "block_diagonal_score",
-    "distance_correlation",
-    "factor_distance_correlation",
-    "dimension_independence",
-    "latent_traversal",
     "summarise_categories",
-    "factor_report",
 ]
 
 _NORMALIZE = (None, "all", "factor", "category")

@@ -6,5 +6,12 @@ from .macridvae import MacridVAE, MacridVAEConfig
 #: Model classes by the name ``--model`` takes.
 MODELS: dict[str, type[FactorRecommender]] = {m.name: m for m in (MacridVAE, DisenGCN)}
 
-__all__ = ["FactorRecommender", "ModelConfig", "MacridVAE", "MacridVAEConfig", "DisenGCN",
-           "DisenGCNConfig", "MODELS"]
+__all__ = [
+    "MODELS",
+    "DisenGCN",
+    "DisenGCNConfig",
+    "FactorRecommender",
+    "MacridVAE",
+    "MacridVAEConfig",
+    "ModelConfig",
+]

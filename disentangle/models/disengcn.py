@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -229,9 +230,10 @@ class DisenGCN(FactorRecommender):
     supports_new_users = False
     # BPR recommenders are compared at k=20 (LightGCN, DGCF) with recall = hits / |test|.
     # runs saved before these keys existed used DisenGCN's unit channels, without rescaling
-    saved_run_defaults = {"keep_norm": False, "layer_output": "normalized"}
-    defaults = {"data": {"protocol": "ratio"},
-                "train": {"epochs": 100, "lr": 5e-3, "ks": [20, 50], "select": "recall@20"}}
+    saved_run_defaults: ClassVar[dict] = {"keep_norm": False, "layer_output": "normalized"}
+    defaults: ClassVar[dict] = {
+        "data": {"protocol": "ratio"},
+        "train": {"epochs": 100, "lr": 5e-3, "ks": [20, 50], "select": "recall@20"}}
 
     def __init__(self, config: DisenGCNConfig, train_data: InteractionData) -> None:
         super().__init__()

@@ -86,7 +86,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         tensors = st_load(blob)
         with safe_open(path, framework="pt") as f:
             meta = json.loads((f.metadata() or {})["disentangle"])
-    except Exception:  # safetensors raises several error types for malformed headers
+    except Exception:  # noqa: BLE001 (safetensors raises several error types for bad headers)
         raise CheckpointError(f"{path}: not a disentangle checkpoint (truncated or not "
                               f"safetensors)") from None
     if meta.get("format_version") != FORMAT_VERSION:

@@ -89,9 +89,9 @@ def build_split(cfg: RunConfig) -> Split:
     return split
 
 
-def _check_heldout_size(name: str, data: InteractionData, heldout: int | float) -> None:
+def _check_heldout_size(name: str, data: InteractionData, heldout: float) -> None:
     n = data.num_users
-    h = int(round(heldout * n)) if isinstance(heldout, float) else int(heldout)
+    h = round(heldout * n) if isinstance(heldout, float) else int(heldout)
     if h < 1 or 2 * h >= n:
         raise ValueError(f"dataset {name} is too small for the heldout protocol: {n} user"
                          f"{'s' * (n != 1)} after filtering, and data.heldout_users={heldout} "

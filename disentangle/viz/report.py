@@ -201,14 +201,16 @@ def inspect_run(run: Run, out_dir: str | Path | None = None, user: str | None = 
             records, out / "training_curves.png", best_epoch=run.best_epoch,
             select=cfg.train.select if validated else None, ks=cfg.train.ks,
             recall_key="recall_liang" if liang else "recall", recall_label="Recall")
-        shown, chosen = ((f", its logged parts, and the validation metrics "
-                          f"({_recall_definition(liang)})",
-                          f"the best by validation {cfg.train.select}") if validated else
-                         (" and its logged parts (no validation set)", "the last"))
-        figures.append(("Training curves", path,
-                        f"Mean training loss per epoch{shown}. The dotted line marks epoch "
-                        f"{run.best_epoch}, {chosen}; its model is the one evaluated and "
-                        f"inspected here."))
+        if validated:
+            shown = (f", its logged parts, and the validation metrics "
+                     f"({_recall_definition(liang)})")
+            chosen = f"the best by validation {cfg.train.select}"
+        else:
+            shown, chosen = " and its logged parts (no validation set)", "the last"
+        caption = (f"Mean training loss per epoch{shown}. The dotted line marks epoch "
+                   f"{run.best_epoch}, {chosen}; its model is the one evaluated and "
+                   f"inspected here.")
+        figures.append(("Training curves", path, caption))
     if has_cats:
         lift = factor_category_lift(weights, cats)
         first = np.zeros_like(lift, dtype=bool)

@@ -34,7 +34,7 @@ def test_evaluate_reproduces_the_fit_results(vae_run):
     out, output = vae_run
     result = CliRunner().invoke(main, ["evaluate", str(out)])
     assert result.exit_code == 0, result.output
-    table = lambda text: [l for l in text.splitlines() if l.startswith(("ndcg", "recall"))]  # noqa
+    table = lambda text: [l for l in text.splitlines() if l.startswith(("ndcg", "recall"))]
     assert table(result.output) == table(output)
 
 

@@ -63,7 +63,7 @@ def test_valid_ratio_zero_trains_on_all_of_train_and_keeps_the_last_epoch(lightg
     assert len(split["train.users"]) == 40 * 12 and len(split["valid.users"]) == 0
     again = CliRunner().invoke(main, ["evaluate", str(out)])
     assert again.exit_code == 0, again.output
-    table = lambda text: [l for l in text.splitlines() if l.startswith(("ndcg", "recall"))]  # noqa
+    table = lambda text: [l for l in text.splitlines() if l.startswith(("ndcg", "recall"))]
     assert table(again.output) == table(output)
     # a refit continues like any run: two more epochs, and the last one is kept
     more = CliRunner().invoke(main, ["fit", "--resume", str(out), "--epochs", "5", "--quiet",

@@ -1,6 +1,7 @@
 """Neighbour sampling (:mod:`disentangle.data.neighbors`) on small hand-made graphs."""
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -115,7 +116,7 @@ def check_blocks(nodes, blocks, seeds, num_layers):
     assert len(blocks) == num_layers
     assert blocks[0][1][0] == len(nodes)  # the first layer reads every node
     assert blocks[-1][1][1] == len(seeds)  # the last layer computes the seeds
-    for (_, (_, computed)), (_, (read, _)) in zip(blocks, blocks[1:]):
+    for (_, (_, computed)), (_, (read, _)) in itertools.pairwise(blocks):
         assert computed == read  # a layer's outputs are the next layer's inputs
     edges = []
     for edge_index, (num_read, num_computed) in blocks:

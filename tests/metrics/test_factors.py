@@ -110,7 +110,7 @@ def test_multilabel_items_count_with_weight_one_over_their_categories():
     pr, pc = p.sum(1), p.sum(0)
     nz = p > 0
     mi = np.sum(p[nz] * np.log(p[nz] / np.outer(pr, pc)[nz]))
-    h = lambda q: -np.sum(q * np.log(q))  # noqa: E731
+    h = lambda q: -np.sum(q * np.log(q))
     assert r["nmi_multilabel"] == pytest.approx(mi / ((h(pr) + h(pc)) / 2))
     # the single-label scores only see items 0, 1 and 3: a perfect split
     assert r["num_single_label"] == 3 and r["accuracy"] == pytest.approx(1.0)

@@ -49,7 +49,7 @@ def test_evaluate_chunks_agree_with_one_chunk_and_perfect_scorer_gets_one():
 
     a = evaluate(oracle, es, ks=(3, 10), chunk_size=2)
     assert a["ndcg@3"] == 1.0 and a["recall@3"] == 1.0 and a["recall_liang@10"] == 1.0
-    noisy = lambda users, hist: torch.from_numpy(rng.random((len(users), m))).float()  # noqa: E731
+    noisy = lambda users, hist: torch.from_numpy(rng.random((len(users), m))).float()
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     b = evaluate(noisy, es, ks=(5,), chunk_size=3)

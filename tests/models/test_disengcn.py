@@ -42,7 +42,7 @@ def clustered(num_clusters=4, users_per=15, items_per=10, per_user=6, seed=0):
 
 def make(data, **kwargs):
     torch.manual_seed(0)
-    kwargs = dict(dict(num_factors=K, factor_dim=D, batch_size=64), **kwargs)
+    kwargs = dict({"num_factors": K, "factor_dim": D, "batch_size": 64}, **kwargs)
     return DisenGCN(DisenGCNConfig(**kwargs), data)
 
 

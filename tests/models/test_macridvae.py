@@ -21,7 +21,7 @@ def data_from(dense) -> InteractionData:
 
 def make_model(x=X, seed=0, **kw) -> MacridVAE:
     torch.manual_seed(seed)
-    cfg = dict(num_factors=K, dim=D, batch_size=2)
+    cfg = {"num_factors": K, "dim": D, "batch_size": 2}
     cfg.update(kw)
     return MacridVAE(MacridVAEConfig(**cfg), data_from(x)).double()
 

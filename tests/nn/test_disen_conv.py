@@ -367,13 +367,13 @@ def test_empty_graph_normalises_the_input(x):
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(channels=12, num_factors=5), "channels"),
-    (dict(channels=12, num_factors=0), "num_factors"),
-    (dict(channels=12, num_factors=3, iterations=0), "iterations"),
-    (dict(channels=12, num_factors=3, tau=0.0), "tau"),
-    (dict(channels=12, num_factors=3, dropout=1.0), "dropout"),
-    (dict(channels=12, num_factors=3, self_loops="twice"), "self_loops"),
-    (dict(channels=12, num_factors=3, output="sum"), "output"),
+    ({"channels": 12, "num_factors": 5}, "channels"),
+    ({"channels": 12, "num_factors": 0}, "num_factors"),
+    ({"channels": 12, "num_factors": 3, "iterations": 0}, "iterations"),
+    ({"channels": 12, "num_factors": 3, "tau": 0.0}, "tau"),
+    ({"channels": 12, "num_factors": 3, "dropout": 1.0}, "dropout"),
+    ({"channels": 12, "num_factors": 3, "self_loops": "twice"}, "self_loops"),
+    ({"channels": 12, "num_factors": 3, "output": "sum"}, "output"),
 ])
 def test_invalid_arguments_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
