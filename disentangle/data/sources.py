@@ -10,38 +10,63 @@ redistributed: point ``data_dir`` (``--data-dir``) at a folder that holds their 
 files, or set ``DISENTANGLE_DATA`` to a folder with one subfolder per dataset.
 
 A user's own file is the dataset ``csv:PATH`` (see :func:`load_csv`). Everything wrong with
-such a file is a :class:`DataError` naming the file, the line and the value; merged
-duplicates are reported as a warning on the ``disentangle`` logger.
+such a file, or with a named dataset's files (a short row, a non-numeric id or rating, binary
+data), is a :class:`DataError` naming the file, the line and the value; merged duplicates are
+reported as a warning on the ``disentangle`` logger.
+
+Every file is read through :mod:`disentangle.files`: regular files only, sizes capped,
+compressed files streamed with a cap on their decompressed size, and each line checked as it
+arrives (a NUL byte or a line over :data:`MAX_LINE` bytes stops the read at once, so an
+all-zero file is refused after its first block).
+
+``data.delimiter`` (``--delimiter``) describes a ``csv:PATH`` file only: a named dataset has
+its publisher's fixed format, so giving a delimiter with one is refused rather than ignored.
 """
 from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import csv
 import dataclasses
-import gzip
 import io
 import logging
 import math
 import os
-import zlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .. import files
 from .interactions import InteractionData
 
 DATA_ENV = "DISENTANGLE_DATA"
 EMBEDDED = "ml-latest-small"
 CSV_PREFIX = "csv:"
+#: The longest line read from any data file (a LightGCN-format line lists all of a user's
+#: items; Gowalla's longest is 5 KiB).
+MAX_LINE = 1 << 24
+_CHUNK = 1 << 16
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(files.FileError):
     """An interaction file that cannot be used; the message names the file and the line."""
+
+
+@contextlib.contextmanager
+def _as_data_error() -> Iterator[None]:
+    """Report :mod:`disentangle.files`' refusals (folder, FIFO, size, bomb) as DataError."""
+    try:
+        yield
+    except DataError:
+        raise
+    except files.FileError as e:
+        raise DataError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -105,6 +130,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     if name.startswith(CSV_PREFIX):
         return load_csv(_csv_path(name), options)
     info = _info(name)
+    if options.delimiter is not None:
+        raise DataError(f"data.delimiter={options.delimiter!r} (--delimiter) applies to a "
+                        f"csv:PATH dataset only; {name!r} is read in its publisher's fixed "
+                        f"format (leave the delimiter unset)")
     return info.loader(dataset_dir(name, data_dir), options)
 
 
@@ -128,12 +157,58 @@ def _info(name: str) -> DatasetInfo:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _open_text(path: Path):
+def _existing(path: Path) -> Path:
+    """``path``, or ``path.gz`` when only the compressed copy exists."""
     gz = path.with_name(path.name + ".gz")
-    if not path.exists() and gz.exists():
-        return gzip.open(gz, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="latin-1" if path.suffix in (".item", ".dat") else "utf-8",
-                newline="")
+    return gz if not path.exists() and gz.exists() else path
+
+
+def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a data file (read from ``PATH.gz`` when only
+    that exists), line ends removed. A NUL byte, a line longer than :data:`MAX_LINE` or bytes
+    that do not decode are a :class:`DataError` naming the line, raised as soon as that line
+    is read."""
+    path = _existing(path)
+    with _as_data_error(), files.open_stream(path) as f:
+        number = 0
+        while raw := f.readline(MAX_LINE + 1):
+            number += 1
+            if len(raw) > MAX_LINE:
+                raise DataError(f"{path}: line {number}: longer than {MAX_LINE} bytes; "
+                                f"expected lines of text")
+            if b"\0" in raw:
+                raise DataError(f"{path}: line {number}: binary data (a NUL byte); expected "
+                                f"lines of text")
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: line {number}: not {encoding} text (byte "
+                                f"0x{raw[e.start]:02x})") from None
+            yield number, text.rstrip("\r\n")
+
+
+def _bad(path: Path, line: int, problem: str) -> DataError:
+    return DataError(f"{_existing(path)}: line {line}: {problem}")
+
+
+def _fields(path: Path, line: int, parts: list[str], expected: int, layout: str) -> list[str]:
+    """``parts`` when there are ``expected`` of them, else a DataError naming the line."""
+    if len(parts) != expected:
+        raise _bad(path, line, f"{len(parts)} field{'s' * (len(parts) != 1)}, expected "
+                               f"{expected}: {layout}")
+    return parts
+
+
+_ID = re.compile(r"[0-9]+", re.ASCII)
+_IDS = re.compile(r"\s*[0-9]+(?:\s+[0-9]+)*\s*", re.ASCII)
+
+
+def _int_id(path: Path, line: int, role: str, text: str) -> int:
+    """A non-negative integer id of a published file (its original spelling is kept nowhere:
+    ``0042`` and ``42`` are the same id)."""
+    if not _ID.fullmatch(text.strip()):
+        raise _bad(path, line, f"{role} {text.strip()!r} is not a non-negative integer id")
+    return int(text)
 
 
 def _build(users, items, meta, category_names, options: LoadOptions) -> Source:
@@ -141,46 +216,82 @@ def _build(users, items, meta, category_names, options: LoadOptions) -> Source:
     return Source(data.drop_sparse_users(options.min_user_interactions))
 
 
+def _csv_line(text: str) -> list[str]:
+    return next(csv.reader([text]), [])
+
+
 # -- MovieLens ------------------------------------------------------------------------------
 def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
-    with _open_text(root / "ratings.csv") as f:
-        rows = list(csv.reader(f))[1:]
-    ratings = np.array([float(r[2]) for r in rows])
-    keep = ratings >= options.rating_threshold
-    users = np.array([r[0] for r in rows])[keep]
-    items = np.array([r[1] for r in rows])[keep]
+    users, items, ratings = [], [], []
+    path = root / "ratings.csv"
+    layout = "userId,movieId,rating,timestamp"
+    for n, line in _numbered_lines(path):
+        if n == 1 or not line.strip():  # the header
+            continue
+        u, i, r, _ = _fields(path, n, _csv_line(line), 4, layout)
+        users.append(str(_int_id(path, n, "userId", u)))
+        items.append(str(_int_id(path, n, "movieId", i)))
+        ratings.append(_number(_existing(path), n, "rating", r))
+    keep = np.array(ratings) >= options.rating_threshold
     meta = {}
-    with _open_text(root / "movies.csv") as f:
-        for movie_id, title, genres in list(csv.reader(f))[1:]:
-            cats = [] if genres == "(no genres listed)" else genres.split("|")
-            meta[movie_id] = (title, cats)
+    path = root / "movies.csv"
+    for n, line in _numbered_lines(path):
+        if n == 1 or not line.strip():
+            continue
+        movie_id, title, genres = _fields(path, n, _csv_line(line), 3, "movieId,title,genres")
+        cats = [] if genres == "(no genres listed)" else genres.split("|")
+        meta[str(_int_id(path, n, "movieId", movie_id))] = (title, cats)
     names = sorted({c for _, cs in meta.values() for c in cs})
-    return _build(users, items, meta, names, options)
+    return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
+                  names, options)
 
 
 def _load_ml_100k(root: Path, options: LoadOptions) -> Source:
-    raw = np.loadtxt(root / "u.data", dtype=np.int64)
-    keep = raw[:, 2] >= options.rating_threshold
-    with _open_text(root / "u.genre") as f:
-        names = [line.split("|")[0] for line in f if line.strip()]
+    users, items, ratings = [], [], []
+    path = root / "u.data"
+    for n, line in _numbered_lines(path, "latin-1"):
+        if not line.strip():
+            continue
+        u, i, r, _ = _fields(path, n, line.split(), 4, "user item rating timestamp")
+        users.append(str(_int_id(path, n, "user", u)))
+        items.append(str(_int_id(path, n, "item", i)))
+        ratings.append(_number(_existing(path), n, "rating", r))
+    keep = np.array(ratings) >= options.rating_threshold
+    path = root / "u.genre"
+    names = [_fields(path, n, line.split("|"), 2, "genre|index")[0]
+             for n, line in _numbered_lines(path, "latin-1") if line.strip()]
     meta = {}
-    with _open_text(root / "u.item") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("|")
-            flags = parts[5:5 + len(names)]
-            meta[parts[0]] = (parts[1], [n for n, x in zip(names, flags) if x == "1"])
-    return _build(raw[keep, 0].astype(str), raw[keep, 1].astype(str), meta, names, options)
+    path = root / "u.item"
+    for n, line in _numbered_lines(path, "latin-1"):
+        if not line.strip():
+            continue
+        parts = _fields(path, n, line.split("|"), 5 + len(names),
+                        f"id|title|release date|video date|IMDb URL|one flag per genre of "
+                        f"u.genre ({len(names)})")
+        flags = parts[5:]
+        meta[str(_int_id(path, n, "item", parts[0]))] = (
+            parts[1], [g for g, x in zip(names, flags) if x == "1"])
+    return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
+                  names, options)
 
 
 def _read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``user item item ...`` per line -> (users, items) as strings."""
+    """``user item item ...`` per line (non-negative integer ids) -> (users, items) as
+    strings, spelled as in the file; a line with a user and no item is refused as a short
+    (cut) row."""
     users, items = [], []
-    with _open_text(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 1:
-                users.extend([parts[0]] * (len(parts) - 1))
-                items.extend(parts[1:])
+    for n, line in _numbered_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise _bad(path, n, f"user {parts[0]!r} and no item; expected 'user item item "
+                                f"...' (a cut line?)")
+        if not _IDS.fullmatch(line):
+            for k, p in enumerate(parts):
+                _int_id(path, n, "user" if k == 0 else "item", p)
+        users.extend(parts[:1] * (len(parts) - 1))
+        items.extend(parts[1:])
     return np.array(users, dtype=str), np.array(items, dtype=str)
 
 
@@ -190,10 +301,16 @@ def _load_ml_1m(root: Path, options: LoadOptions) -> Source:
     u1, i1 = _read_lightgcn(root / "implicit_train.txt")
     u2, i2 = _read_lightgcn(root / "implicit_test.txt")
     meta = {}
-    with _open_text(root / "movies.dat") as f:
-        for line in f:
-            movie_id, title, genres = line.rstrip("\n").split("::")
-            meta[str(int(movie_id) - 1)] = (title, genres.split("|"))
+    path = root / "movies.dat"
+    for n, line in _numbered_lines(path, "latin-1"):
+        if not line.strip():
+            continue
+        movie_id, title, genres = _fields(path, n, line.split("::"), 3,
+                                          "MovieID::Title::Genres")
+        movie = _int_id(path, n, "MovieID", movie_id)
+        if movie < 1:
+            raise _bad(path, n, f"MovieID {movie_id!r}: MovieLens ids start at 1")
+        meta[str(movie - 1)] = (title, genres.split("|"))
     names = sorted({c for _, cs in meta.values() for c in cs})
     return _build(np.concatenate([u1, u2]), np.concatenate([i1, i2]), meta, names, options)
 
@@ -213,6 +330,11 @@ def load_lightgcn_dir(root: Path, options: LoadOptions = LoadOptions()) -> Sourc
 
 # -- a user's own file -----------------------------------------------------------------------
 _DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe", " ": "space"}
+#: Detection prefers, among delimiters that split the lines equally well, the one least
+#: likely to occur inside a field: a comma is the decimal mark of many locales (whose files
+#: are therefore ;-delimited) and occurs in titles, a space in names.
+_SNIFF_ORDER = ("\t", ";", "|", ",", " ")
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?[0-9]+,[0-9]+\s*", re.ASCII)
 _ROLES = ("user", "item", "rating", "timestamp")
 _LAYOUT = "user, item and optionally rating and timestamp"
 
@@ -240,9 +362,13 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
     item, and optionally rating and timestamp.
 
     - Ids may be any strings. Ratings and timestamps must be finite numbers.
-    - The delimiter is detected among tab, comma, semicolon, pipe and space unless
-      ``options.delimiter`` names it. A file may be gzip-compressed (``.gz``); text is UTF-8
-      (a byte-order mark, or UTF-16 with one, is accepted).
+    - The delimiter is detected among tab, semicolon, pipe, comma and space (preferred in
+      that order when several split the lines equally well) unless ``options.delimiter``
+      names it. A file may be compressed (``.gz``, ``.bz2``, ``.xz``, a one-file ``.zip``;
+      see :mod:`disentangle.files` for the size limits); text is UTF-8 (a byte-order mark,
+      or UTF-16 with one, is accepted).
+    - Numbers use a decimal point: a rating written ``4,5`` is refused with a hint (in a
+      comma-delimited file it would otherwise split into two columns).
     - A first row is a header when its names are recognised (``user``/``userId``,
       ``item``/``movieId``/..., ``rating``, ``timestamp``; columns are then taken by name,
       in any order) or when its rating or timestamp column is not a number (columns by
@@ -255,7 +381,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
     Raises :class:`DataError` naming the file, the line and the value for anything unusable.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     if options.delimiter is not None:
         delimiter = parse_delimiter(options.delimiter)
     else:
@@ -271,20 +397,23 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
         raise DataError(f"{path}: line {first_line}: {ncols} field{'s' * (ncols != 1)} with "
                         f"{how}; expected 2 to 4 columns: {_LAYOUT}")
     columns = _header_columns(first)
-    header = columns is not None or any(not _is_number(f) for f in first[2:])
+    named = columns is not None
+    header = named or any(not _is_number(f) and not _DECIMAL_COMMA.fullmatch(f)
+                          for f in first[2:])
     if columns is None:
         columns = dict(zip(_ROLES, range(ncols)))
     if header:
         rows = rows[1:]
         if not rows:
             raise DataError(f"{path}: only a header line, no interactions")
-    users, items, ratings = [], [], []
+    users, items, ratings, stamps = [], [], [], []
     u_col, i_col = columns["user"], columns["item"]
     r_col, t_col = columns.get("rating"), columns.get("timestamp")
     for line, fields in rows:
         if len(fields) != ncols:
             hint = " (a quote opened here is never closed)" if any("\n" in f for f in fields) \
-                else ""
+                else " (a number with a decimal comma, such as 4,5? write 4.5)" \
+                if delimiter == "," and len(fields) > ncols else ""
             raise DataError(f"{path}: line {line}: {len(fields)} field"
                             f"{'s' * (len(fields) != 1)}, expected {ncols} as on line "
                             f"{first_line}{hint}; {how}")
@@ -299,8 +428,15 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
             ratings.append(_number(path, line, "rating", fields[r_col]))
         if t_col is not None:
             _number(path, line, "timestamp", fields[t_col])
+            stamps.append(fields[t_col].strip())
         users.append(user)
         items.append(item)
+    if not named and delimiter == "," and r_col is not None and stamps \
+            and all(len(t) == 1 and t.isdigit() for t in stamps):
+        raise DataError(f"{path}: line {rows[0][0]}: the 4th column (a timestamp by position) "
+                        f"holds single digits only, as ratings written with a decimal comma "
+                        f"split in two ({_fields_text(rows[0][1])}): write 4.5, not 4,5, or "
+                        f"quote the ratings")
     n_rows = len(users)
     duplicates = n_rows - len(set(zip(users, items)))
     if duplicates:
@@ -323,38 +459,34 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
         raise DataError(f"{path}: no interactions left: no user has "
                         f"{options.min_user_interactions} or more interactions"
                         f"{' after the rating threshold' if ratings else ''} ({data.num_users} "
-                        f"user{'s' * (data.num_users != 1)}; data.min_user_interactions)")
+                        f"user{'s' * (data.num_users != 1)}; data.min_user_interactions)"
+                        f"{_delimiter_hint(data.user_ids, delimiter)}")
     return Source(kept)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder; expected a file of interactions") from None
-    except PermissionError:
-        raise DataError(f"{path}: permission denied") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if path.suffix == ".gz":
-        try:
-            blob = gzip.decompress(blob)
-        except (OSError, EOFError, zlib.error):
-            raise DataError(f"{path}: not a valid gzip file (truncated or not compressed)") \
-                from None
-    if blob.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+def read_text(path: Path, expected: str = f"rows of {_LAYOUT}") -> str:
+    """The decoded text of a user's file, read in blocks: a NUL byte in a block stops the
+    read there (an all-zero file is refused after its first block, not read whole). An empty
+    file is a :class:`DataError` saying that ``expected`` was expected."""
+    chunks, newlines, utf16 = [], 0, False
+    with _as_data_error(), files.open_stream(path) as f:
+        while chunk := f.read(_CHUNK):
+            if not chunks:
+                utf16 = chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+            nul = -1 if utf16 else chunk.find(b"\0")
+            if nul >= 0:
+                line = newlines + chunk.count(b"\n", 0, nul) + 1
+                raise DataError(f"{path}: line {line}: binary data (a NUL byte); expected "
+                                f"delimited text")
+            newlines += chunk.count(b"\n")
+            chunks.append(chunk)
+    blob = b"".join(chunks)
+    if utf16:
         try:
             text = blob.decode("utf-16")
         except UnicodeDecodeError:
             raise DataError(f"{path}: starts like UTF-16 text but does not decode") from None
     else:
-        nul = blob.find(b"\0")
-        if nul >= 0:
-            line = blob.count(b"\n", 0, nul) + 1
-            raise DataError(f"{path}: line {line}: binary data (a NUL byte); expected "
-                            f"delimited text")
         try:
             text = blob.decode("utf-8-sig")
         except UnicodeDecodeError as e:
@@ -362,7 +494,7 @@ def _read_text(path: Path) -> str:
             raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{blob[e.start]:02x}); "
                             f"expected delimited text") from None
     if not text.strip():
-        raise DataError(f"{path}: empty file; expected rows of {_LAYOUT}")
+        raise DataError(f"{path}: empty file; expected {expected}")
     return text
 
 
@@ -384,7 +516,7 @@ def _sniff_delimiter(path: Path, lines: list[str]) -> str:
     """The candidate that splits most of the first lines into the same 2 to 4 fields."""
     sample = [line for line in lines if line.strip()][:50]
     best, best_key = None, None
-    for rank, d in enumerate(_DELIMITER_NAMES):
+    for rank, d in enumerate(_SNIFF_ORDER):
         counts = [len(_split(line, d)) for line in sample]
         mode, hits = collections.Counter(counts).most_common(1)[0]
         if mode < 2:
@@ -414,6 +546,19 @@ def _csv_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str
     except csv.Error as e:
         raise DataError(f"{path}: line {start}: {e}") from None
     return rows
+
+
+def _fields_text(fields: list[str]) -> str:
+    return ", ".join(repr(f) for f in fields)
+
+
+def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:
+    """A hint when most ids hold another candidate delimiter (the detected one was wrong)."""
+    for d in _SNIFF_ORDER:
+        if d != delimiter and d != " " and (np.char.find(ids.astype(str), d) >= 0).mean() > 0.5:
+            return (f"; most user ids contain {_DELIMITER_NAMES[d]} ({ids[0]!r}): is that the "
+                    f"delimiter? give --delimiter {_DELIMITER_NAMES[d]}")
+    return ""
 
 
 def _header_columns(fields: list[str]) -> dict[str, int] | None:
@@ -451,14 +596,15 @@ def _is_number(text: str) -> bool:
         float(text)
     except ValueError:
         return False
-    return True
+    return "_" not in text  # float() reads "4_5" as 45
 
 
 def _number(path: Path, line: int, role: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{path}: line {line}: {role} {text.strip()!r} is not a number") from None
+    if not _is_number(text):
+        hint = f": a decimal comma? write {text.strip().replace(',', '.')}" \
+            if _DECIMAL_COMMA.fullmatch(text) else ""
+        raise DataError(f"{path}: line {line}: {role} {text.strip()!r} is not a number{hint}")
+    value = float(text)
     if not math.isfinite(value):
         raise DataError(f"{path}: line {line}: {role} {text.strip()!r} is not a finite number")
     return value

@@ -18,13 +18,15 @@ their *history* (what the model may read and what ranking masks) and their *targ
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from .interactions import InteractionData
-from .sources import Source
+from .sources import DataError, Source, read_text
 
 PROTOCOLS = ("heldout", "ratio", "given")
 
@@ -53,6 +55,9 @@ class Split:
     test: EvalSet
     protocol: str
     seed: int | None = None
+    #: Where the items' titles and categories came from, or why there are none: set for a
+    #: ready split (:func:`load_split_dir`); ``None`` when they are the dataset's own.
+    item_metadata: str | None = None
 
     @property
     def has_validation(self) -> bool:
@@ -174,43 +179,218 @@ def make_split(source: Source, protocol: str, seed: int, **options) -> Split:
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
-def load_split_dir(path: str | Path, catalog: InteractionData | None = None) -> Split:
+SPLIT_FILES = ("train", "validation_tr", "validation_te", "test_tr", "test_te")
+#: A row of a ``uid,sid`` file (blanks and a blank row allowed), and the rows after the
+#: header as Liang's preprocessing writes them (checked first: one regex over the file).
+_ROW = re.compile(r"[ \t]*(?:[0-9]+[ \t]*,[ \t]*[0-9]+[ \t]*)?\r?", re.ASCII)
+_PLAIN = re.compile(r"(?:[0-9]+,[0-9]+\n)*(?:[0-9]+,[0-9]+)?", re.ASCII)
+
+log = logging.getLogger(__name__)
+
+
+def load_split_dir(path: str | Path, catalog: InteractionData | None = None,
+                   catalog_name: str | None = None) -> Split:
     """Read a split made by Liang et al.'s VAE-CF preprocessing (``pro_sg`` folder).
 
-    ``uid`` and ``sid`` are kept as indices; ``unique_sid.txt`` (and ``unique_uid.txt`` where
-    present) give the raw ids. With a ``catalog`` (the same dataset loaded from its raw files)
-    titles and categories are attached by raw item id.
+    The folder holds ``train.csv``, ``validation_tr.csv``, ``validation_te.csv``,
+    ``test_tr.csv`` and ``test_te.csv`` (a ``uid,sid`` header, then one ``uid,sid`` row of
+    non-negative integers per interaction), ``unique_sid.txt`` (the raw item id of each
+    ``sid``, one per line) and optionally ``unique_uid.txt`` (the raw user id of each
+    ``uid``). ``uid`` and ``sid`` are kept as indices.
+
+    Refused with a :class:`DataError` naming the file and the line: a missing file, a row
+    that is not two integers, a ``sid`` or ``uid`` past the id lists, a repeated raw id, and
+    a split that leaks — a validation or test user with rows in ``train.csv``, a user both
+    validating and testing, or a held-out target that is also that user's fold-in history.
+
+    **Titles and categories.** The folder carries item ids only. Titles and categories are
+    taken from ``catalog`` (a dataset loaded from its raw files, named ``catalog_name``)
+    only when the split was made from it (see :func:`match_catalog`); otherwise the split
+    has none, a warning says why, and :attr:`Split.item_metadata` records it.
     """
     path = Path(path)
-
-    def pairs(name: str) -> tuple[np.ndarray, np.ndarray]:
-        a = np.loadtxt(path / name, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-        return a[:, 0], a[:, 1]
-
-    item_ids = np.loadtxt(path / "unique_sid.txt", dtype=str, ndmin=1)
-    parts = {name: pairs(f"{name}.csv") for name in
-             ("train", "validation_tr", "validation_te", "test_tr", "test_te")}
-    num_users = 1 + max(int(u.max(initial=-1)) for u, _ in parts.values())
+    if not path.is_dir():
+        raise DataError(f"{path}: {'no such folder' if not path.exists() else 'not a folder'}; "
+                        f"expected a split folder with {', '.join(SPLIT_FILES)}.csv and "
+                        f"unique_sid.txt")
+    item_ids = _id_list(path / "unique_sid.txt", "item")
+    parts = {name: _pairs(path / f"{name}.csv", len(item_ids)) for name in SPLIT_FILES}
+    num_users = 1 + max(int(u.max(initial=-1)) for u, _, _ in parts.values())
     uid_file = path / "unique_uid.txt"
-    user_ids = (np.loadtxt(uid_file, dtype=str, ndmin=1) if uid_file.exists()
-                else np.arange(num_users).astype(str))
+    if uid_file.exists():
+        user_ids = _id_list(uid_file, "user")
+        for name, (u, _, lines) in parts.items():
+            if len(u) and u.max() >= len(user_ids):
+                k = int(u.argmax())
+                raise DataError(f"{path / f'{name}.csv'}: line {lines[k]}: uid {u[k]} is past "
+                                f"the {len(user_ids)} users of {uid_file.name}")
+    else:
+        user_ids = np.arange(num_users).astype(str)
+    _check_leakage(path, parts)
     titles = cats = None
     names: list[str] = []
-    if catalog is not None:
-        index = {raw: k for k, raw in enumerate(catalog.item_ids)}
-        rows = np.array([index.get(raw, -1) for raw in item_ids])
-        if catalog.item_titles is not None:
-            titles = np.array([catalog.item_titles[r] if r >= 0 else raw
-                               for r, raw in zip(rows, item_ids)], dtype=object)
-        if catalog.item_categories is not None:
-            cats = np.where(rows[:, None] >= 0, catalog.item_categories[rows], 0).astype(np.float32)
-            names = catalog.category_names
-    train = InteractionData(*parts["train"], user_ids, item_ids, titles, cats, names)
+    label = catalog_name or "the given dataset"
+    if catalog is None:
+        note = (f"{path}: no dataset given to take titles and categories from; items are "
+                f"shown by their raw ids")
+    else:
+        mismatch = match_catalog(catalog, item_ids, user_ids if uid_file.exists() else None,
+                                 [(u, i) for u, i, _ in parts.values()])
+        if mismatch is None:
+            index = {raw: k for k, raw in enumerate(catalog.item_ids)}
+            rows = np.array([index[raw] for raw in item_ids], dtype=np.int64)
+            if catalog.item_titles is not None:
+                titles = np.asarray(catalog.item_titles, dtype=object)[rows]
+            if catalog.item_categories is not None:
+                cats = np.asarray(catalog.item_categories, dtype=np.float32)[rows]
+                names = list(catalog.category_names)
+            note = f"titles and categories of {label}: the split's items and interactions " \
+                   f"are {label}'s"
+        else:
+            note = (f"{path}: no titles or categories: the split was not made from {label} "
+                    f"({mismatch}); give --dataset the dataset the split was made from")
+            log.warning(note)
+    train = InteractionData(*parts["train"][:2], user_ids, item_ids, titles, cats, names)
     m = len(item_ids)
 
     def eval_set(prefix: str) -> EvalSet:
-        hist, tgt = parts[f"{prefix}_tr"], parts[f"{prefix}_te"]
+        hist, tgt = parts[f"{prefix}_tr"][:2], parts[f"{prefix}_te"][:2]
         users = np.unique(np.concatenate([hist[0], tgt[0]]))
         return _eval_set(users, hist, tgt, m)
 
-    return Split(train, eval_set("validation"), eval_set("test"), "heldout", None)
+    return Split(train, eval_set("validation"), eval_set("test"), "heldout", None, note)
+
+
+def match_catalog(catalog: InteractionData, item_ids: np.ndarray, user_ids: np.ndarray | None,
+                  pairs: list[tuple[np.ndarray, np.ndarray]]) -> str | None:
+    """Why a split (raw ``item_ids`` per ``sid``, raw ``user_ids`` per ``uid`` when known, and
+    its ``(uid, sid)`` index pairs) was not made from ``catalog``; ``None`` when it was.
+
+    The rule: **every item** of the split is an item of the catalogue, and the split's
+    **interactions are the catalogue's**:
+
+    - with raw user ids, every ``(user, item)`` pair of the split is an interaction of the
+      catalogue (Liang's protocol only drops interactions, it never makes new ones);
+    - without them, no item has more interactions in the split than in the catalogue, and
+      the split holds at least half of the catalogue's interactions with its items.
+
+    Matching ids alone is not enough: MovieLens 100K, 1M and latest-small all number their
+    films from 1, and most of ml-100k's ids are also ml-latest-small ids for other films.
+    """
+    index = {raw: k for k, raw in enumerate(catalog.item_ids)}
+    rows = np.array([index.get(raw, -1) for raw in item_ids], dtype=np.int64)
+    missing = np.flatnonzero(rows < 0)
+    if len(missing):
+        return (f"{len(missing)} of its {len(item_ids)} items are not in it, e.g. item "
+                f"{str(item_ids[missing[0]])!r}")
+    su = np.concatenate([u for u, _ in pairs])
+    si = rows[np.concatenate([i for _, i in pairs])]
+    if user_ids is not None:
+        users = {raw: k for k, raw in enumerate(catalog.user_ids)}
+        cu = np.array([users.get(raw, -1) for raw in user_ids], dtype=np.int64)[su]
+        m = catalog.num_items
+        found = np.isin(cu * m + si, catalog.users.astype(np.int64) * m + catalog.items) \
+            & (cu >= 0)
+        if not found.all():
+            k = int(np.flatnonzero(~found)[0])
+            return (f"{int((~found).sum())} of its {len(found)} interactions are not in it, "
+                    f"e.g. user {str(user_ids[su[k]])!r} with item {str(catalog.item_ids[si[k]])!r}")
+        return None
+    split_count = np.bincount(si, minlength=catalog.num_items)
+    catalog_count = catalog.item_popularity()
+    over = np.flatnonzero(split_count > catalog_count)
+    if len(over):
+        j = int(over[0])
+        return (f"{len(over)} items have more interactions in the split than in it, e.g. item "
+                f"{str(catalog.item_ids[j])!r}: {split_count[j]} against {catalog_count[j]}")
+    total = int(catalog_count[rows].sum())
+    if 2 * len(si) < total:
+        return (f"the split holds {len(si)} of the {total} interactions it has with the "
+                f"split's items")
+    return None
+
+
+def _id_list(path: Path, role: str) -> np.ndarray:
+    """The raw ids of ``unique_sid.txt`` / ``unique_uid.txt``: one per line, distinct."""
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    lines = read_text(path, f"one raw {role} id per line").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for n, line in enumerate(lines, 1):
+        raw = line.strip()
+        if not raw:
+            raise DataError(f"{path}: line {n}: empty {role} id")
+        if raw in seen:
+            raise DataError(f"{path}: line {n}: {role} id {raw!r} repeats line {seen[raw]}; "
+                            f"each id must be listed once")
+        seen[raw] = n
+        ids.append(raw)
+    return np.array(ids, dtype=str)
+
+
+def _pairs(path: Path, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(uid, sid, line number)`` of each row of a ``uid,sid`` file."""
+    text = read_text(path, "a 'uid,sid' header and rows of two integers")
+    head, _, body = text.partition("\n")
+    if head.strip().lstrip("\ufeff").replace(" ", "") != "uid,sid":
+        raise DataError(f"{path}: line 1: {_shorten(head.strip())!r}; expected the header "
+                        f"'uid,sid'")
+    if _PLAIN.fullmatch(body):  # the usual file: no blanks, no blank lines, \n endings
+        numbers = np.array(body.replace(",", "\n").split(), dtype=np.int64).reshape(-1, 2)
+        line_of = np.arange(2, 2 + len(numbers))
+    else:
+        lines = body.split("\n")
+        bad = next((n for n, line in enumerate(lines, 2) if _ROW.fullmatch(line) is None), None)
+        if bad is not None:
+            raise DataError(f"{path}: line {bad}: {_shorten(lines[bad - 2].strip())!r}; "
+                            f"expected two non-negative integers 'uid,sid'")
+        numbers = np.array(body.replace(",", " ").split(), dtype=np.int64).reshape(-1, 2)
+        line_of = np.array([n for n, line in enumerate(lines, 2) if line.strip()],
+                           dtype=np.int64)
+    uid, sid = numbers[:, 0], numbers[:, 1]
+    if len(sid) and sid.max() >= num_items:
+        k = int(sid.argmax())
+        raise DataError(f"{path}: line {line_of[k]}: sid {sid[k]} is past the {num_items} "
+                        f"items of unique_sid.txt")
+    return uid, sid, line_of
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _check_leakage(path: Path, parts: dict) -> None:
+    """Refuse a split whose held-out users are trained on or shared between validation and
+    test, or whose targets are also fold-in history."""
+    held = {}
+    for prefix in ("validation", "test"):
+        users = np.union1d(parts[f"{prefix}_tr"][0], parts[f"{prefix}_te"][0])
+        held[prefix] = users
+        train_u, _, lines = parts["train"]
+        leak = np.flatnonzero(np.isin(train_u, users))
+        if len(leak):
+            k = int(leak[0])
+            n_users = len(np.unique(train_u[leak]))
+            raise DataError(f"{path / 'train.csv'}: line {lines[k]}: uid {train_u[k]} is a "
+                            f"{prefix} user ({prefix}_tr.csv/{prefix}_te.csv); train.csv holds "
+                            f"{len(leak)} rows of {n_users} {prefix} user"
+                            f"{'s' * (n_users != 1)}: the model would be trained on the users "
+                            f"it is evaluated on")
+        hist, tgt = parts[f"{prefix}_tr"], parts[f"{prefix}_te"]
+        m = 1 + max(int(hist[1].max(initial=-1)), int(tgt[1].max(initial=-1)))
+        both = np.flatnonzero(np.isin(tgt[0] * m + tgt[1], hist[0] * m + hist[1]))
+        if len(both):
+            k = int(both[0])
+            raise DataError(f"{path / f'{prefix}_te.csv'}: line {tgt[2][k]}: uid {tgt[0][k]}, "
+                            f"sid {tgt[1][k]} is also in {prefix}_tr.csv: a held-out target "
+                            f"must not be in the user's fold-in history")
+    shared = np.intersect1d(held["validation"], held["test"])
+    if len(shared):
+        raise DataError(f"{path}: uid {shared[0]} is both a validation and a test user "
+                        f"({len(shared)} such users); the two sets must be disjoint")
+    if not len(held["test"]):
+        raise DataError(f"{path}: test_tr.csv and test_te.csv have no rows; expected the "
+                        f"held-out test users")
+    if not len(parts["train"][0]):
+        raise DataError(f"{path / 'train.csv'}: no rows; expected the training interactions")
