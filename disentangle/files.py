@@ -22,9 +22,9 @@ API:
 
 ``check_regular(path) -> os.stat_result``
     The stat of a regular file, or :class:`FileError` naming what the path is instead.
-``open_binary(path, *, max_bytes=MAX_BYTES) -> BinaryIO``
+``open_binary(path, *, max_bytes=None) -> BinaryIO``
     The raw bytes of a regular file (no decompression), size checked and read-capped.
-``open_stream(path, *, max_bytes=MAX_BYTES, max_decompressed=MAX_DECOMPRESSED) -> BinaryIO``
+``open_stream(path, *, max_bytes=None, max_decompressed=None) -> BinaryIO``
     Like :func:`open_binary`, but a compressed file (by suffix) yields its decompressed
     bytes, capped at ``max_decompressed``.
 ``open_text(path, *, encoding="utf-8", newline=None, max_bytes=..., max_decompressed=...)``
@@ -35,9 +35,10 @@ API:
 ``compression(path) -> str | None``
     The compression a suffix implies: ``"gz"``, ``"bz2"``, ``"xz"``, ``"zip"`` or ``None``.
 
-The defaults, :data:`MAX_BYTES` and :data:`MAX_DECOMPRESSED` (1 GiB each: MovieLens 25M's
-``ratings.csv`` is 0.65 GiB), can be raised for one process with the environment variables
-``DISENTANGLE_MAX_FILE_BYTES`` and ``DISENTANGLE_MAX_DECOMPRESSED_BYTES`` (a byte count).
+A cap left as ``None`` is the module's :data:`MAX_BYTES` or :data:`MAX_DECOMPRESSED`, read at
+each call (1 GiB each: MovieLens 25M's ``ratings.csv`` is 0.65 GiB); they are set from the
+environment variables ``DISENTANGLE_MAX_FILE_BYTES`` and ``DISENTANGLE_MAX_DECOMPRESSED_BYTES``
+(a byte count) when the module is imported.
 """
 from __future__ import annotations
 
@@ -207,10 +208,11 @@ def _open_fd(path: Path, max_bytes: int) -> BinaryIO:
         raise
 
 
-def open_binary(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> BinaryIO:
+def open_binary(path: str | os.PathLike, *, max_bytes: int | None = None) -> BinaryIO:
     """A buffered binary stream of the regular file ``path``: refused when larger than
     ``max_bytes``; reading past ``max_bytes`` (a growing file) raises :class:`FileError`."""
     path = Path(path)
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     raw = _open_fd(path, max_bytes)
     return io.BufferedReader(_Capped(raw, path, max_bytes, "file", _ENV_BYTES))
 
@@ -235,14 +237,16 @@ def _decompressor(path: Path, raw: BinaryIO, kind: str):
         raise FileError(f"{path}: not a valid {_NAMES[kind]} file ({e})") from None
 
 
-def open_stream(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES,
-                max_decompressed: int = MAX_DECOMPRESSED) -> BinaryIO:
+def open_stream(path: str | os.PathLike, *, max_bytes: int | None = None,
+                max_decompressed: int | None = None) -> BinaryIO:
     """A buffered binary stream of ``path``'s content: the file itself, or for a compressed
     suffix (see :func:`compression`) its decompressed bytes, streamed and capped at
     ``max_decompressed`` (more raises :class:`FileError`); the file itself is capped at
     ``max_bytes`` either way."""
     path = Path(path)
     kind = compression(path)
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+    max_decompressed = MAX_DECOMPRESSED if max_decompressed is None else max_decompressed
     if kind is None:
         return open_binary(path, max_bytes=max_bytes)
     # zipfile seeks to the central directory: it gets the descriptor itself (size checked)
@@ -257,7 +261,7 @@ def open_stream(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES,
 
 
 def open_text(path: str | os.PathLike, *, encoding: str = "utf-8", newline: str | None = None,
-              max_bytes: int = MAX_BYTES, max_decompressed: int = MAX_DECOMPRESSED) -> TextIO:
+              max_bytes: int | None = None, max_decompressed: int | None = None) -> TextIO:
     """:func:`open_stream` decoded as text (strict: undecodable bytes raise
     :class:`UnicodeDecodeError`); ``newline`` as for :func:`open`."""
     return io.TextIOWrapper(open_stream(path, max_bytes=max_bytes,
@@ -265,8 +269,8 @@ def open_text(path: str | os.PathLike, *, encoding: str = "utf-8", newline: str 
                             encoding=encoding, newline=newline)
 
 
-def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES,
-               max_decompressed: int = MAX_DECOMPRESSED, decompress: bool = True) -> bytes:
+def read_bytes(path: str | os.PathLike, *, max_bytes: int | None = None,
+               max_decompressed: int | None = None, decompress: bool = True) -> bytes:
     """The whole content of ``path`` (decompressed unless ``decompress=False``) within the
     caps of :func:`open_stream`."""
     opener = open_stream if decompress else open_binary
