@@ -46,9 +46,9 @@ from .interactions import InteractionData
 DATA_ENV = "DISENTANGLE_DATA"
 EMBEDDED = "ml-latest-small"
 CSV_PREFIX = "csv:"
-#: The longest line read from any data file (a LightGCN-format line lists all of a user's
-#: items; Gowalla's longest is 5 KiB).
-MAX_LINE = 1 << 24
+#: The longest line read from a named dataset's file (a LightGCN-format line lists all of a
+#: user's items: Gowalla's longest is 5 KiB, ML-1M's 12 KiB).
+MAX_LINE = 1 << 20
 _CHUNK = 1 << 16
 
 log = logging.getLogger(__name__)
@@ -173,12 +173,12 @@ def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, 
         number = 0
         while raw := f.readline(MAX_LINE + 1):
             number += 1
-            if len(raw) > MAX_LINE:
-                raise DataError(f"{path}: line {number}: longer than {MAX_LINE} bytes; "
-                                f"expected lines of text")
             if b"\0" in raw:
                 raise DataError(f"{path}: line {number}: binary data (a NUL byte); expected "
                                 f"lines of text")
+            if len(raw) > MAX_LINE:
+                raise DataError(f"{path}: line {number}: longer than {MAX_LINE} bytes; "
+                                f"expected lines of text")
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as e:
