@@ -1,20 +1,35 @@
 """Run configuration: three sections (``data``, ``model``, ``train``), each a dataclass whose
 defaults reproduce the papers. YAML files and ``key=value`` overrides are merged on top and
-validated up front; a bad key or value is a one-line :class:`ConfigError` naming it.
+the resolved config is validated once, before anything is written: types, nulls and
+finiteness from each field's type hint, ranges from each section's table of constraints
+(:class:`~disentangle.models.base.ConfigSection`). A bad key or value is a one-line
+:class:`ConfigError` naming it and what is accepted.
 
-YAML is read with ``yaml.safe_load``: nothing in a config is ever evaluated.
+A config file must be a regular file of at most :data:`MAX_CONFIG_BYTES`; it is read with
+``yaml.safe_load``: nothing in a config is ever evaluated.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from .files import FileError, FileMissingError, check_regular, read_bytes
 from .models import MODELS
-from .models.base import ModelConfig
+from .models.base import (FLOAT32_MAX, ConfigSection, Constraint, Interval, Items, ModelConfig,
+                          Options, matches_hint, short_repr)
+
+#: Largest config file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+SECTIONS = ("data", "model", "train")
+#: Seeds go to numpy and torch: numpy's legacy seeding accepts ``[0, 2**32)``.
+SEED = Interval(int, 0, 2 ** 32, closed="left", accepted="an integer in [0, 2**32)")
 
 
 class ConfigError(ValueError):
@@ -22,7 +37,7 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass
-class DataConfig:
+class DataConfig(ConfigSection):
     """Where the interactions come from and how they are split.
 
     Args:
@@ -53,20 +68,19 @@ class DataConfig:
     valid_ratio: float = 0.1
     delimiter: str | None = None
 
-    def validate(self) -> None:
-        ModelConfig.check("protocol", self.protocol,
-                          self.protocol in ("heldout", "ratio", "given"),
-                          "heldout, ratio or given")
-        ModelConfig.check("heldout_users", self.heldout_users, self.heldout_users > 0,
-                          "a count >= 1 or a fraction in (0, 0.5)")
-        ModelConfig.check("min_user_interactions", self.min_user_interactions,
-                          self.min_user_interactions >= 1, "an integer >= 1")
-        ModelConfig.check("valid_ratio", self.valid_ratio, 0 <= self.valid_ratio < 1,
-                          "a fraction in [0, 1)")
+    constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "protocol": (Options("heldout", "ratio", "given"),),
+        "seed": (SEED,),
+        "heldout_users": (Interval(int, 1, None, accepted="a count >= 1"),
+                          Interval(float, 0, 0.5, closed="neither",
+                                   accepted="a fraction in (0, 0.5)")),
+        "min_user_interactions": (Interval(int, 1, None),),
+        "valid_ratio": (Interval(float, 0, 1, closed="left", accepted="a fraction in [0, 1)"),),
+    }
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(ConfigSection):
     """Optimisation and model selection.
 
     Args:
@@ -96,27 +110,32 @@ class TrainConfig:
     eval_every: int = 1
     eval_chunk: int = 1024
 
+    constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "epochs": (Interval(int, 0, None),),
+        # Adam's first step is lr / (1 - beta1) = 10 lr, which must be a float32
+        "lr": (Interval(float, 0, FLOAT32_MAX / 10, closed="right",
+                        accepted=f"a number in (0, {FLOAT32_MAX / 10:.4g}]"),),
+        "lr_milestones": (Items(Interval(int, 1, None), accepted="a list of epochs >= 1"),),
+        "lr_gamma": (Interval(float, 0, 1, closed="right"),),
+        "weight_decay": (Interval(float, 0, None),),
+        "seed": (SEED,),
+        # ranked lists are indexed with int32 (scipy's CSR indices)
+        "ks": (Items(Interval(int, 1, 2 ** 31, closed="left"), min_len=1,
+                     accepted="a non-empty list of cut-offs in [1, 2**31)"),),
+        "patience": (Interval(int, 0, None),),
+        "eval_every": (Interval(int, 1, None),),
+        "eval_chunk": (Interval(int, 1, None),),
+    }
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of the epoch after ``epoch`` completed ones."""
         return self.lr * self.lr_gamma ** sum(m <= epoch for m in self.lr_milestones)
 
     def validate(self) -> None:
-        ModelConfig.check("epochs", self.epochs, self.epochs >= 0, "an integer >= 0")
-        ModelConfig.check("lr", self.lr, self.lr > 0, "a number > 0")
-        ModelConfig.check("lr_milestones", self.lr_milestones,
-                          all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
-                          "a list of epochs >= 1")
-        ModelConfig.check("lr_gamma", self.lr_gamma, 0 < self.lr_gamma <= 1,
-                          "a number in (0, 1]")
-        ModelConfig.check("patience", self.patience, self.patience >= 0, "an integer >= 0")
-        ModelConfig.check("eval_every", self.eval_every, self.eval_every >= 1,
-                          "an integer >= 1")
-        ModelConfig.check("ks", self.ks, bool(self.ks) and min(self.ks) >= 1,
-                          "a list of cut-offs >= 1")
-        metric, _, k = self.select.partition("@")
-        ModelConfig.check("select", self.select,
-                          metric in ("ndcg", "recall", "recall_liang") and k.isdigit()
-                          and int(k) in self.ks, f"ndcg@k or recall@k with k in {self.ks}")
+        names = {f"{metric}@{k}" for metric in ("ndcg", "recall", "recall_liang")
+                 for k in self.ks}
+        self.check("select", self.select, self.select in names,
+                   f"ndcg@k or recall@k with k in {self.ks}")
 
 
 @dataclasses.dataclass
@@ -131,105 +150,151 @@ class RunConfig:
                 "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
 
 
-def _coerce(section: str, field: dataclasses.Field, value: Any, hint: Any) -> Any:
-    """Convert ``value`` (from YAML or a ``--set`` string) to the field's type."""
-    key = f"{section}.{field.name}"
-    args = typing.get_args(hint)
-    if isinstance(value, str) and str in args:  # optional text: only YAML's null is None
-        value = None if value.strip() in ("null", "~") else value
-    elif isinstance(value, str) and hint is not str:
-        try:
-            value = yaml.safe_load(value) if value.strip() else value
-        except yaml.YAMLError:
-            raise ConfigError(f"{key}={value!r}: not a valid value") from None
+def _convert(value: Any, hint: Any) -> Any:
+    """``value`` converted to the type ``hint`` where that loses nothing (a number written as
+    text, ``3.0`` for an int, ``1`` for a float, one item for a list), else unchanged: the
+    validator (:meth:`~disentangle.models.base.ConfigSection.validate_all`) then says what
+    the field expects."""
     if value is None:
         return None
-    target = hint
-    if args:  # Optional[X] / X | None / list[X]
-        origin = typing.get_origin(hint)
-        if origin is list:
-            if not isinstance(value, list):
-                value = [value]
-            return [_coerce(section, field, v, args[0]) for v in value]
-        target = next(a for a in args if a is not type(None))
-    try:
-        if target is bool:
-            if not isinstance(value, bool):
-                raise TypeError
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [(arm, _convert(value, arm)) for arm in args if arm is not type(None)]
+        return next((c for arm, c in arms if matches_hint(c, arm)), arms[0][1])
+    if origin is list:
+        return [_convert(v, args[0]) for v in (value if isinstance(value, list) else [value])]
+    if isinstance(value, bool) or hint not in (int, float):
+        return value
+    if isinstance(value, str):
+        for number in (int, float):
+            try:
+                return _convert(number(value), hint)
+            except ValueError:
+                pass
+        return value
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hint is float and isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
             return value
-        if target is int and isinstance(value, float) and not value.is_integer():
-            raise TypeError
-        if target is float and isinstance(value, bool):
-            raise TypeError
-        return target(value)
-    except (TypeError, ValueError):
-        expected = getattr(target, "__name__", target)
-        raise ConfigError(f"{key}={value!r}: expected {expected}") from None
+    return value
 
 
-def _apply(section: str, obj: Any, values: dict[str, Any]) -> None:
+def _parse_text(key: str, text: str, hint: Any) -> Any:
+    """A string given for a field that is not text (a ``--set`` value, a quoted YAML value)
+    read as YAML: ``20``, ``1e-3``, ``[20, 50]``, ``null``. Text fields keep it verbatim,
+    except ``null`` / ``~`` where the field is optional."""
+    args = typing.get_args(hint)
+    if hint is str:
+        return text
+    if str in args:
+        return None if text.strip() in ("null", "~") else text
+    if not text.strip():
+        return text
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):
+        raise ConfigError(f"{key}={short_repr(text)}: not a valid value") from None
+
+
+def _apply(section: str, obj: ConfigSection, values: dict) -> None:
     hints = typing.get_type_hints(type(obj))
-    fields = {f.name: f for f in dataclasses.fields(obj)}
+    fields = {f.name for f in dataclasses.fields(obj)}
     for name, value in values.items():
         if name not in fields:
-            raise ConfigError(f"unknown config key {section}.{name}; known: "
+            shown = name if isinstance(name, str) and name.isprintable() and len(name) <= 60 \
+                else short_repr(name)
+            raise ConfigError(f"unknown config key {section}.{shown}; known: "
                               f"{', '.join(sorted(fields))}")
-        setattr(obj, name, _coerce(section, fields[name], value, hints[name]))
+        if isinstance(value, str):
+            value = _parse_text(f"{section}.{name}", value, hints[name])
+        setattr(obj, name, _convert(value, hints[name]))
+
+
+def _load_file(f: str | Path) -> dict:
+    """One config file: a regular file of at most :data:`MAX_CONFIG_BYTES`, a YAML mapping."""
+    try:
+        size = check_regular(f).st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {f}: {size} bytes; a config file is at most "
+                              f"{MAX_CONFIG_BYTES} bytes")
+        raw = read_bytes(f, max_bytes=MAX_CONFIG_BYTES, decompress=False)
+    except FileMissingError:
+        raise ConfigError(f"config file {f}: {os.strerror(errno.ENOENT)}") from None
+    except FileError as e:
+        raise ConfigError(f"config file {e}") from None
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"config file {f}: not valid YAML ({first})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {f}: not valid YAML (nested too deeply)") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config file {f}: expected a mapping of sections "
+                          f"({', '.join(SECTIONS)})")
+    _check_layer(doc, f"config file {f}: ")
+    return doc
+
+
+def _check_layer(layer: dict, where: str = "") -> None:
+    """Known section names, each a mapping (or empty)."""
+    unknown = [k for k in layer if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{where}unknown config section {short_repr(unknown[0])}; known: "
+                          f"{', '.join(SECTIONS)}")
+    for name, section in layer.items():
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{where}config section {name}={short_repr(section)}: expected "
+                              f"a mapping of {name} keys (key: value lines under '{name}:')")
 
 
 def resolve(model: str | None = None, files: list[str | Path] = (),
             overrides: list[str] = ()) -> RunConfig:
     """Build and validate a run config: defaults, then each YAML file, then ``key=value``
     overrides (``data.protocol=ratio``, ``model.num_factors=10``, ``train.epochs=5``)."""
-    layers: list[dict] = []
-    for f in files:
-        try:
-            text = Path(f).read_text()
-        except OSError as e:
-            raise ConfigError(f"config file {f}: {e.strerror}") from None
-        try:
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            first = str(e).splitlines()[0]
-            raise ConfigError(f"config file {f}: not valid YAML ({first})") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(f"config file {f}: expected a mapping of sections")
-        layers.append(doc)
+    layers = [_load_file(f) for f in files]
     sets: dict[str, dict] = {}
     for item in overrides:
         key, eq, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not eq or not dot:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. model.tau=0.2")
+            raise ConfigError(f"--set {short_repr(item)}: expected section.key=value, e.g. "
+                              f"model.tau=0.2")
         sets.setdefault(section, {})[name] = value
     layers.append(sets)
     return _merge(model, layers)
 
 
 def _merge(model: str | None, layers: list[dict]) -> RunConfig:
-    """Defaults, then each layer ``{"data": {...}, "model": {...}, "train": {...}}``."""
+    """Defaults, then each layer ``{"data": {...}, "model": {...}, "train": {...}}``; the
+    result is validated as a whole."""
     for layer in layers:
-        unknown = set(layer) - {"data", "model", "train"}
-        if unknown:
-            raise ConfigError(f"unknown config section {min(unknown)!r}; "
-                              f"known: data, model, train")
+        if not isinstance(layer, dict):
+            raise ConfigError(f"config {short_repr(layer)}: expected a mapping of sections "
+                              f"({', '.join(SECTIONS)})")
+        _check_layer(layer)
     if model is None:  # --model wins; else the last file that names one
         named = [layer["model"]["name"] for layer in layers
                  if isinstance(layer.get("model"), dict) and "name" in layer["model"]]
         model = named[-1] if named else None
     if model is None:
         raise ConfigError("no model given; use --model with one of " + ", ".join(MODELS))
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if not isinstance(model, str) or model not in MODELS:
+        raise ConfigError(f"unknown model {short_repr(model)}; known: {', '.join(MODELS)}")
     cfg = RunConfig(model, DataConfig(), MODELS[model].Config(), TrainConfig())
     for layer in [MODELS[model].defaults, *layers]:
-        for section in ("data", "model", "train"):
+        for section in SECTIONS:
             values = dict(layer.get(section) or {})
             values.pop("name", None)
             _apply(section, getattr(cfg, section), values)
-    for name in ("data", "model", "train"):
+    for name in SECTIONS:
         try:
-            getattr(cfg, name).validate()
+            getattr(cfg, name).validate_all()
         except ValueError as e:
             raise ConfigError(f"{name}.{e}") from None
     return cfg
