@@ -204,8 +204,8 @@ _IDS = re.compile(r"\s*[0-9]+(?:\s+[0-9]+)*\s*", re.ASCII)
 
 
 def _int_id(path: Path, line: int, role: str, text: str) -> int:
-    """A non-negative integer id of a published file (its original spelling is kept nowhere:
-    ``0042`` and ``42`` are the same id)."""
+    """The value of a non-negative integer id of a published file (ids are kept as spelled;
+    this checks them)."""
     if not _ID.fullmatch(text.strip()):
         raise _bad(path, line, f"{role} {text.strip()!r} is not a non-negative integer id")
     return int(text)
@@ -220,27 +220,43 @@ def _csv_line(text: str) -> list[str]:
     return next(csv.reader([text]), [])
 
 
+#: A rating row as MovieLens writes it: user and item ids, a rating, a timestamp.
+_RATINGS_ROW = re.compile(r"([0-9]+),([0-9]+),([^,]*),[^,]*", re.ASCII)
+_U_DATA_ROW = re.compile(r"\s*([0-9]+)\s+([0-9]+)\s+(\S+)\s+\S+\s*", re.ASCII)
+
+
+def _checked_row(path: Path, line: int, parts: list[str], layout: str, sep: str) -> list[str]:
+    """``["", user, item, rating]`` of a rating row that the fast pattern did not match (it
+    may still be valid, e.g. quoted); its problem as a DataError otherwise."""
+    names = layout.split(sep)
+    user, item, rating, _ = _fields(path, line, parts, 4, layout)
+    _int_id(path, line, names[0], user)
+    _int_id(path, line, names[1], item)
+    return ["", user.strip(), item.strip(), rating]
+
+
 # -- MovieLens ------------------------------------------------------------------------------
 def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
     users, items, ratings = [], [], []
-    path = root / "ratings.csv"
-    layout = "userId,movieId,rating,timestamp"
+    path = _existing(root / "ratings.csv")
     for n, line in _numbered_lines(path):
         if n == 1 or not line.strip():  # the header
             continue
-        u, i, r, _ = _fields(path, n, _csv_line(line), 4, layout)
-        users.append(str(_int_id(path, n, "userId", u)))
-        items.append(str(_int_id(path, n, "movieId", i)))
-        ratings.append(_number(_existing(path), n, "rating", r))
+        row = _RATINGS_ROW.fullmatch(line) or _checked_row(
+            path, n, _csv_line(line), "userId,movieId,rating,timestamp", ",")
+        users.append(row[1])
+        items.append(row[2])
+        ratings.append(_number(path, n, "rating", row[3]))
     keep = np.array(ratings) >= options.rating_threshold
     meta = {}
-    path = root / "movies.csv"
+    path = _existing(root / "movies.csv")
     for n, line in _numbered_lines(path):
         if n == 1 or not line.strip():
             continue
         movie_id, title, genres = _fields(path, n, _csv_line(line), 3, "movieId,title,genres")
         cats = [] if genres == "(no genres listed)" else genres.split("|")
-        meta[str(_int_id(path, n, "movieId", movie_id))] = (title, cats)
+        _int_id(path, n, "movieId", movie_id)
+        meta[movie_id.strip()] = (title, cats)
     names = sorted({c for _, cs in meta.values() for c in cs})
     return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
                   names, options)
@@ -248,20 +264,21 @@ def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
 
 def _load_ml_100k(root: Path, options: LoadOptions) -> Source:
     users, items, ratings = [], [], []
-    path = root / "u.data"
+    path = _existing(root / "u.data")
     for n, line in _numbered_lines(path, "latin-1"):
         if not line.strip():
             continue
-        u, i, r, _ = _fields(path, n, line.split(), 4, "user item rating timestamp")
-        users.append(str(_int_id(path, n, "user", u)))
-        items.append(str(_int_id(path, n, "item", i)))
-        ratings.append(_number(_existing(path), n, "rating", r))
+        row = _U_DATA_ROW.fullmatch(line) or _checked_row(
+            path, n, line.split(), "user item rating timestamp", " ")
+        users.append(row[1])
+        items.append(row[2])
+        ratings.append(_number(path, n, "rating", row[3]))
     keep = np.array(ratings) >= options.rating_threshold
-    path = root / "u.genre"
+    path = _existing(root / "u.genre")
     names = [_fields(path, n, line.split("|"), 2, "genre|index")[0]
              for n, line in _numbered_lines(path, "latin-1") if line.strip()]
     meta = {}
-    path = root / "u.item"
+    path = _existing(root / "u.item")
     for n, line in _numbered_lines(path, "latin-1"):
         if not line.strip():
             continue
@@ -269,7 +286,8 @@ def _load_ml_100k(root: Path, options: LoadOptions) -> Source:
                         f"id|title|release date|video date|IMDb URL|one flag per genre of "
                         f"u.genre ({len(names)})")
         flags = parts[5:]
-        meta[str(_int_id(path, n, "item", parts[0]))] = (
+        _int_id(path, n, "item", parts[0])
+        meta[parts[0].strip()] = (
             parts[1], [g for g, x in zip(names, flags) if x == "1"])
     return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
                   names, options)
@@ -301,7 +319,7 @@ def _load_ml_1m(root: Path, options: LoadOptions) -> Source:
     u1, i1 = _read_lightgcn(root / "implicit_train.txt")
     u2, i2 = _read_lightgcn(root / "implicit_test.txt")
     meta = {}
-    path = root / "movies.dat"
+    path = _existing(root / "movies.dat")
     for n, line in _numbered_lines(path, "latin-1"):
         if not line.strip():
             continue
