@@ -1,12 +1,19 @@
 """MacridVAE pinned against slow, dense, loop-based reference computations on tiny inputs."""
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from disentangle.config import resolve
 from disentangle.data.interactions import InteractionData
+from disentangle.models.factor_init import spectral_factors
 from disentangle.models.macridvae import MacridVAE, MacridVAEConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 M, K, D = 7, 3, 4
 X = torch.tensor([[1., 0., 1., 1., 0., 0., 0.],
@@ -368,15 +375,25 @@ def test_explain_is_the_posterior_share_of_each_factor_in_the_mixture():
 
 
 # -- config, repr ----------------------------------------------------------------------------
-def test_defaults_are_the_papers():
+def test_defaults_are_the_papers_except_the_spectral_start():
     cfg = MacridVAEConfig()
     assert (cfg.num_factors, cfg.dim, cfg.tau, cfg.beta, cfg.std0, cfg.dropout,
-            cfg.batch_size, cfg.nogb, cfg.reg) == (7, 100, 0.1, 0.2, 0.075, 0.5, 500, False, 0.0)
+            cfg.batch_size, cfg.nogb, cfg.reg, cfg.assign_tau) == (
+        7, 100, 0.1, 0.2, 0.075, 0.5, 500, False, 0.0, None)
+    assert cfg.init == "spectral"
+
+
+def test_paper_config_is_the_default_config_with_the_xavier_start():
+    paper = resolve("macridvae", files=[CONFIGS / "macridvae-paper.yaml"])
+    default = resolve("macridvae", files=[CONFIGS / "macridvae.yaml"])
+    assert paper.model == dataclasses.replace(MacridVAEConfig(), init="xavier")
+    assert default.model == MacridVAEConfig()
+    assert (paper.data, paper.train) == (default.data, default.train)
 
 
 @pytest.mark.parametrize("field,value", [
     ("num_factors", 0), ("dim", 0), ("tau", 0.0), ("dropout", 1.0), ("dropout", -0.1),
-    ("beta", -1.0), ("std0", 0.0), ("batch_size", 0), ("reg", -1e-3)])
+    ("beta", -1.0), ("std0", 0.0), ("batch_size", 0), ("reg", -1e-3), ("init", "random")])
 def test_config_rejects_out_of_range_values(field, value):
     with pytest.raises(ValueError, match=f"^{field}=") as err:
         MacridVAE(MacridVAEConfig(**{field: value}), data_from(X))
@@ -387,13 +404,54 @@ def test_repr_shows_sizes():
     assert repr(make_model()) == f"MacridVAE(num_items={M}, num_factors={K}, dim={D})"
 
 
+# -- initialisation ---------------------------------------------------------------------------
+def two_blocks(users_per_block=30, items_per_block=10, per_user=5, seed=0) -> np.ndarray:
+    """Users of block b pick ``per_user`` random items of item block b."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((2 * users_per_block, 2 * items_per_block), dtype=np.float32)
+    for u in range(2 * users_per_block):
+        block = (u // users_per_block) * items_per_block
+        x[u, block + rng.choice(items_per_block, size=per_user, replace=False)] = 1.0
+    return x
+
+
+def test_spectral_start_is_spectral_factors_at_xavier_norms():
+    x = two_blocks()
+    data = data_from(x)
+    torch.manual_seed(3)
+    model = MacridVAE(MacridVAEConfig(num_factors=2, dim=8), data)
+    torch.manual_seed(3)
+    paper = MacridVAE(MacridVAEConfig(num_factors=2, dim=8, init="xavier"), data)
+    seed = int(torch.randint(2**31 - 1, ()).item())  # the draw after reset_parameters
+    start = spectral_factors(data.csr, 8, 2, seed)
+    M, d = x.shape[1], 8
+    # same directions as spectral_factors, norms of Xavier's init in expectation
+    items, protos = model.items.detach().double(), model.prototypes.detach().double()
+    torch.testing.assert_close(F.normalize(items[start.items.any(1)], dim=1),
+                               F.normalize(torch.from_numpy(start.items[start.items.any(1)]),
+                                           dim=1))
+    torch.testing.assert_close(F.normalize(protos, dim=1), torch.from_numpy(start.prototypes))
+    assert items.norm().item() == pytest.approx(math.sqrt(2 * M * d / (M + d)), rel=1e-5)
+    assert protos.norm(dim=1).tolist() == pytest.approx([math.sqrt(2 * d / (2 + d))] * 2,
+                                                        rel=1e-5)
+    # the encoder's start is the paper's (drawn before the data-driven part)
+    torch.testing.assert_close(model.context, paper.context)
+    torch.testing.assert_close(model.head.weight, paper.head.weight)
+
+
+def test_spectral_start_puts_each_item_block_in_its_own_factor_before_training():
+    x = two_blocks()
+    torch.manual_seed(0)
+    model = MacridVAE(MacridVAEConfig(num_factors=2, dim=8), data_from(x))
+    with torch.no_grad():
+        top = model.item_factor_weights().argmax(1)
+    assert len(set(top[:10].tolist())) == 1 and len(set(top[10:].tolist())) == 1
+    assert top[0] != top[10]
+
+
 # -- learning ---------------------------------------------------------------------------------
 def test_learns_two_clusters_of_users_and_items():
-    rng = np.random.default_rng(0)
-    x = np.zeros((60, 20), dtype=np.float32)
-    for u in range(60):
-        block = 0 if u < 30 else 10
-        x[u, block + rng.choice(10, size=5, replace=False)] = 1.0
+    x = two_blocks()
     data = data_from(x)
     torch.manual_seed(0)
     model = MacridVAE(MacridVAEConfig(num_factors=2, dim=8, batch_size=10), data)
