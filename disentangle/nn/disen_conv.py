@@ -58,15 +58,14 @@ class DisenConv(MessagePassing):
     The first :math:`T - 1` iterations only refine the routing and run without gradient; the
     last aggregation uses the routing weights of iteration :math:`T` as constants, so the
     loss reaches the inputs only through the final weighted sum (normalised, or linear).
-    With :obj:`differentiable_routing=True` every iteration, routing weights included, is
-    part of the autograd graph, as in the authors' implementation.
+    (The authors' implementation back-propagates through every iteration; here the routing
+    is an E-step, as in the design of this package.)
 
     Two kernels compute the same thing. The fused one (default) stores the graph as a CSR
     matrix and uses a sampled dense-dense product for the routing scores and one sparse-dense
     product per factor for the aggregation (:meth:`message_and_aggregate`); it never holds an
     :math:`|\mathcal{E}| \times K \times d` tensor. The other gathers per-edge features
-    (:meth:`edge_update`, :meth:`message`); it is used with :obj:`fused=False` and whenever
-    :obj:`differentiable_routing=True`.
+    (:meth:`edge_update`, :meth:`message`); it is used with :obj:`fused=False`.
 
     Args:
         channels (int): Size of each output sample, :math:`K \cdot d`; also the size of each
@@ -88,8 +87,9 @@ class DisenConv(MessagePassing):
             Use :obj:`-1` for lazy initialisation. If :obj:`None`, the inputs already are
             :math:`K \cdot d`-dimensional (e.g. free embeddings of a recommender).
             (default: :obj:`None`)
-        act (str or Callable, optional): The non-linearity of the projection; ignored
-            without :obj:`in_channels`. (default: :obj:`"relu"`)
+        act (str or Callable, optional): The non-linearity of the projection; without
+            :obj:`in_channels` only the default is accepted (there is no projection).
+            (default: :obj:`"relu"`)
         self_loops (str, optional): What to do with explicit self-loops :math:`(u \to u)` in
             :obj:`edge_index` of a homogeneous graph. The self term
             :math:`\mathbf{z}_{u,k}` of the update rule is always added, so by default
@@ -98,16 +98,14 @@ class DisenConv(MessagePassing):
             one self-loop per node (a routed copy of the node on top of the self term).
             Bipartite inputs are always used as given (:obj:`"add"` is refused there).
             (default: :obj:`"remove"`)
-        differentiable_routing (bool, optional): Back-propagate through all :math:`T`
-            iterations and the routing weights. (default: :obj:`False`)
         output (str, optional): :obj:`"normalized"` (DisenGCN, unit-length channels) or
             :obj:`"linear"` (the weighted sum of raw neighbour channels above).
             (default: :obj:`"normalized"`)
         fused (bool, optional): Use the sparse-matrix kernel. (default: :obj:`True`)
-        cached (bool, optional): With the fused kernel, keep the CSR structure of the last
-            graph and reuse it while the layer is called with the same, unmodified
-            :obj:`edge_index` tensor object (e.g. a model's buffer in transductive learning).
-            (default: :obj:`False`)
+        cached (bool, optional): Keep the CSR structure of the last graph and reuse it while
+            the layer is called with the same, unmodified :obj:`edge_index` tensor object
+            (e.g. a model's buffer in transductive learning); needs :obj:`fused=True`, the
+            kernel that builds it. (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -137,7 +135,6 @@ class DisenConv(MessagePassing):
         in_channels: int | None = None,
         act: str | Callable | None = "relu",
         self_loops: str = "remove",
-        differentiable_routing: bool = False,
         output: str = "normalized",
         fused: bool = True,
         cached: bool = False,
@@ -155,6 +152,10 @@ class DisenConv(MessagePassing):
         _check("dropout", dropout, 0.0 <= dropout < 1.0, "a float in [0, 1)")
         _check("self_loops", self_loops, self_loops in _SELF_LOOPS, f"one of {_SELF_LOOPS}")
         _check("output", output, output in _OUTPUTS, f"one of {_OUTPUTS}")
+        _check("act", act, in_channels is not None or act == "relu",
+               "the default 'relu' without in_channels (there is no projection)")
+        _check("cached", cached, fused or not cached,
+               "False with fused=False (only the fused kernel builds a structure to keep)")
         self.channels = channels
         self.num_factors = num_factors
         self.factor_channels = channels // num_factors
@@ -163,7 +164,6 @@ class DisenConv(MessagePassing):
         self.dropout = dropout
         self.in_channels = in_channels
         self.self_loops = self_loops
-        self.differentiable_routing = differentiable_routing
         self.output = output
         self.fused = fused
         self.cached = cached
@@ -193,7 +193,7 @@ class DisenConv(MessagePassing):
             edge_index (torch.Tensor): The :math:`2 \times |\mathcal{E}|` edges
                 :math:`(v \to u)`, sources in row 0.
             edge_weight (torch.Tensor, optional): The :math:`|\mathcal{E}|` weights
-                :math:`w_{vu}` of :obj:`output="linear"` (ignored otherwise); self-loops
+                :math:`w_{vu}` of :obj:`output="linear"` (refused otherwise); self-loops
                 added by :obj:`self_loops="add"` get weight one. (default: :obj:`None`)
             return_routing (bool, optional): Also return the edges used and their routing
                 weights. (default: :obj:`False`)
@@ -212,15 +212,18 @@ class DisenConv(MessagePassing):
         z_dst = F.normalize(h_dst, dim=-1) if bipartite else z_src
         size = (z_src.size(0), z_dst.size(0))
         linear = self.output == "linear"
+        if edge_weight is not None and not linear:
+            raise ValueError("edge_weight is only used by output='linear' (DisenGCN's "
+                             "normalised output has no edge weights)")
         weight = None
-        if linear and edge_weight is not None:
+        if edge_weight is not None:
             if edge_weight.shape != (edge_index.size(1),):
                 raise ValueError(f"edge_weight must have one value per edge "
                                  f"({edge_index.size(1)}), got shape {tuple(edge_weight.shape)}")
             weight = edge_weight.detach().to(device=h_src.device, dtype=h_src.dtype)
 
         graph = None
-        if self.fused and not self.differentiable_routing:
+        if self.fused:
             if weight is not None and not bipartite:
                 _, weight = self._handle_self_loops(edge_index, size[0], weight)
             graph = self._csr_graph(edge_index, size, bipartite)
@@ -239,12 +242,12 @@ class DisenConv(MessagePassing):
         c = z_dst
         for t in range(self.iterations):
             last = t == self.iterations - 1
-            with _grad(self.differentiable_routing):
+            with torch.no_grad():
                 if graph is None:
                     p = self.edge_updater(edge_index, z=(z_src, z_dst), c=c, size=size)
                 else:
                     p = torch.softmax(graph.sddmm(c, z_src) / self.tau, dim=0)
-            with _grad(self.differentiable_routing or last):
+            with _grad(last):
                 q = F.dropout(p, self.dropout, self.training) if last else p
                 if last and linear:
                     if weight is not None:  # p is E x K here, K x E (CSR order) when fused
