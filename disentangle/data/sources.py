@@ -431,7 +431,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
         if len(fields) != ncols:
             hint = " (a quote opened here is never closed)" if any("\n" in f for f in fields) \
                 else " (a number with a decimal comma, such as 4,5? write 4.5)" \
-                if delimiter == "," and len(fields) > ncols else ""
+                if delimiter == "," and abs(len(fields) - ncols) == 1 else ""
             raise DataError(f"{path}: line {line}: {len(fields)} field"
                             f"{'s' * (len(fields) != 1)}, expected {ncols} as on line "
                             f"{first_line}{hint}; {how}")
@@ -574,7 +574,8 @@ def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:
     """A hint when most ids hold another candidate delimiter (the detected one was wrong)."""
     for d in _SNIFF_ORDER:
         if d != delimiter and d != " " and (np.char.find(ids.astype(str), d) >= 0).mean() > 0.5:
-            return (f"; most user ids contain {_DELIMITER_NAMES[d]} ({ids[0]!r}): is that the "
+            example = next(str(x) for x in ids if d in str(x))
+            return (f"; most user ids contain {_DELIMITER_NAMES[d]} ({example!r}): is that the "
                     f"delimiter? give --delimiter {_DELIMITER_NAMES[d]}")
     return ""
 

@@ -137,3 +137,121 @@ def test_nothing_left_after_filtering_is_an_error_naming_the_filter(tmp_path):
 def test_a_bad_delimiter_option_is_refused(tmp_path, value):
     with pytest.raises(DataError, match="delimiter"):
         load_csv(write(tmp_path, "u,i\n"), LoadOptions(delimiter=value))
+
+
+# -- decimal commas: an error about the rating or the delimiter -----------------------------
+@pytest.mark.parametrize("content, message", [
+    # semicolon-delimited (as where the comma is the decimal mark): the semicolon is detected
+    ("1;10;4,5\n1;11;3,5\n", "line 1: rating '4,5' is not a number: a decimal comma? write 4.5"),
+    ("user;item;rating\n1;10;4,5\n", "line 2: rating '4,5' is not a number: a decimal comma?"),
+    ('u,i,r\n1,10,"4,5"\n', "line 2: rating '4,5' is not a number: a decimal comma? write 4.5"),
+    # comma-delimited, unquoted: the rating splits in two
+    ("1,10,4,5\n1,11,3,5\n2,10,4,0\n", "line 1: the 4th column (a timestamp by position) holds "
+                                       "single digits only"),
+    ("user,item,rating\n1,10,4,5\n", "line 2: 4 fields, expected 3 as on line 1 (a number with "
+                                     "a decimal comma, such as 4,5? write 4.5)"),
+    ("1,10,4,5\n1,11,4\n", "line 2: 3 fields, expected 4 as on line 1 (a number with a decimal "
+                           "comma"),
+    ("u,i,5\nu,j,4_5\n", "line 2: rating '4_5' is not a number"),
+])
+def test_decimal_comma_ratings_are_an_error_about_the_rating(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(DataError) as err:
+        load_csv(path)  # the default min_user_interactions=5 is never what is reported
+    assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+
+
+def test_a_wrong_delimiter_is_named_when_nothing_is_left(tmp_path):
+    path = write(tmp_path, "".join(f"u{u};i{i},4\n" for u in range(3) for i in range(6)))
+    with pytest.raises(DataError) as err:
+        load_csv(path, LoadOptions(delimiter="comma"))
+    assert str(err.value).startswith(f"{path}: no interactions left")
+    assert "most user ids contain semicolon ('u0;i0'): is that the delimiter? give " \
+           "--delimiter semicolon" in str(err.value)
+
+
+def test_semicolon_is_preferred_when_commas_split_as_well(tmp_path):
+    path = write(tmp_path, "a,b;c\nd,e;f\n")
+    assert pairs(load_csv(path, ALL)) == {("a,b", "c"), ("d,e", "f")}
+
+
+# -- named datasets: the delimiter, short rows and non-numeric ids ----------------------------
+TINY = {
+    "ml-100k": {"u.data": "1\t10\t5\t881250949\n1\t11\t4\t881250950\n2\t10\t3\t881250951\n",
+                "u.item": "10|A (1995)|01-Jan-1995||http://x|0|1\n"
+                          "11|B (1996)|01-Jan-1996||http://x|1|0\n",
+                "u.genre": "unknown|0\nAction|1\n\n"},
+    "ml-1m": {"implicit_train.txt": "0 1 2\n1 0\n", "implicit_test.txt": "0 0\n",
+              "movies.dat": "1::A (1995)::Drama\n2::B (1996)::Comedy\n3::C (1997)::Drama\n"},
+    "gowalla": {"train.txt": "0 0 1\n1 1\n", "test.txt": "0 2\n1 0\n"},
+    "ml-latest-small": {"ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.0,9\n1,2,5.0,9\n",
+                        "movies.csv": "movieId,title,genres\n1,A (1995),Drama\n"
+                                      "2,\"B, The (1996)\",Comedy|Drama\n"},
+}
+
+
+def tiny(tmp_path, name, file=None, content=None):
+    root = tmp_path / name
+    root.mkdir()
+    for f, text in TINY[name].items():
+        (root / f).write_text(content if f == file else text)
+    return root
+
+
+@pytest.mark.parametrize("name, size", [("ml-100k", (1, 2, 2)), ("ml-1m", (2, 3, 4)),
+                                        ("gowalla", (2, 3, 5)), ("ml-latest-small", (1, 2, 2))])
+def test_tiny_copies_of_named_datasets_load(tmp_path, name, size):
+    data = load_dataset(name, tiny(tmp_path, name), ALL).data
+    assert (data.num_users, data.num_items, data.num_interactions) == size
+
+
+@pytest.mark.parametrize("name, file, content, message", [
+    ("ml-100k", "u.data", "1\t10\t5\t881250949\n1\t11\t4\n", "line 2: 3 fields, expected 4: "
+                                                             "user item rating timestamp"),
+    ("ml-100k", "u.data", "1\t10\t5\t881250949\nabc\t11\t4\t1\n", "line 2: user 'abc' is not a "
+                                                                  "non-negative integer id"),
+    ("ml-100k", "u.data", "1\t1.5\t5\t881250949\n", "line 1: item '1.5' is not a non-negative "
+                                                    "integer id"),
+    ("ml-100k", "u.data", "1\t10\tfive\t881250949\n", "line 1: rating 'five' is not a number"),
+    ("ml-100k", "u.data", "1\t10\tnan\t881250949\n", "line 1: rating 'nan' is not a finite"),
+    ("ml-100k", "u.item", "10|A (1995)|01-Jan-1995||http://x|0|1\n11|B\n",
+     "line 2: 2 fields, expected 7"),
+    ("ml-100k", "u.item", "x|A (1995)|01-Jan-1995||http://x|0|1\n", "line 1: item 'x'"),
+    ("ml-100k", "u.genre", "unknown|0\nAction\n", "line 2: 1 field, expected 2: genre|index"),
+    ("ml-1m", "implicit_train.txt", "0 1 2\n1\n", "line 2: user '1' and no item"),
+    ("ml-1m", "implicit_test.txt", "0 x\n", "line 1: item 'x' is not a non-negative integer id"),
+    ("ml-1m", "movies.dat", "1::A (1995)::Drama\n2::B (1996)\n", "line 2: 2 fields, expected 3: "
+                                                                "MovieID::Title::Genres"),
+    ("ml-1m", "movies.dat", "one::A (1995)::Drama\n", "line 1: MovieID 'one' is not a "
+                                                      "non-negative integer id"),
+    ("ml-1m", "movies.dat", "0::A (1995)::Drama\n", "line 1: MovieID '0': MovieLens ids start"),
+    ("gowalla", "train.txt", "0 0 1\n1\n", "line 2: user '1' and no item"),
+    ("gowalla", "train.txt", "0 0 1\n1 b\n", "line 2: item 'b' is not a non-negative integer"),
+    ("gowalla", "test.txt", "0 2\nu1 0\n", "line 2: user 'u1' is not a non-negative integer"),
+    ("gowalla", "train.txt", b"0 0 1\n\x00\x00", "line 2: binary data"),
+    ("ml-latest-small", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,9\n1,2,5.0\n",
+     "line 3: 3 fields, expected 4: userId,movieId,rating,timestamp"),
+    ("ml-latest-small", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,\"4,5\",9\n",
+     "line 2: rating '4,5' is not a number: a decimal comma? write 4.5"),
+    ("ml-latest-small", "ratings.csv", "userId,movieId,rating,timestamp\n1,m1,4.0,9\n",
+     "line 2: movieId 'm1' is not a non-negative integer id"),
+    ("ml-latest-small", "movies.csv", "movieId,title,genres\n1,A (1995)\n",
+     "line 2: 2 fields, expected 3: movieId,title,genres"),
+])
+def test_a_bad_row_in_a_named_dataset_names_file_and_line(tmp_path, name, file, content,
+                                                          message):
+    if isinstance(content, bytes):
+        root = tiny(tmp_path, name)
+        (root / file).write_bytes(content)
+    else:
+        root = tiny(tmp_path, name, file, content)
+    with pytest.raises(DataError) as err:
+        load_dataset(name, root, ALL)
+    assert str(err.value).startswith(f"{root / file}: {message}"), str(err.value)
+
+
+@pytest.mark.parametrize("name", ["ml-100k", "gowalla", "ml-latest-small"])
+def test_a_delimiter_for_a_named_dataset_is_refused(tmp_path, name):
+    with pytest.raises(DataError, match=r"^data.delimiter=',' \(--delimiter\) applies to a "
+                                        r"csv:PATH dataset only; '" + name):
+        load_dataset(name, tiny(tmp_path, name), LoadOptions(delimiter=","))
