@@ -35,7 +35,7 @@ def inspect_command(run_dir, user, out, tsne_items):
 def run_inspect(run_dir: str | Path, user: str | None = None, out: str | Path | None = None,
                 tsne_items: int = 2000) -> dict:
     """Body of ``disentangle inspect``: print the factor summary and the report's path."""
-    from disentangle.train.run import load_run
+    from disentangle.runs import load_run
     from disentangle.viz.report import inspect_run, summary_table
 
     run = load_run(run_dir)

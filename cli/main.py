@@ -21,8 +21,12 @@ import click
 
 #: Exceptions (by class name, anywhere in their MRO, so the library is not imported here)
 #: that mean bad input: exit code 2. Anything else that escapes a command exits with 1.
+#: ``Diverged`` (a NaN or infinite loss, weight or score) comes from the config's values.
 USAGE_ERRORS = ("ConfigError", "ValueError", "FileNotFoundError", "IsADirectoryError",
-                "NotADirectoryError", "PermissionError", "CheckpointError", "UnknownUser")
+                "NotADirectoryError", "PermissionError", "CheckpointError", "UnknownUser",
+                "Diverged")
+#: Exit codes of a run stopped by a signal, as a shell reports them (128 + the signal).
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
 class UnknownUser(click.ClickException):
@@ -64,14 +68,16 @@ def friendly_errors(fn):
 
 
 def _fail(e: BaseException) -> None:
-    """Print ``e`` as one line (Ctrl-C: where the run is saved) and exit."""
+    """Print ``e`` as one line (Ctrl-C or SIGTERM: where the run is saved) and exit."""
     if isinstance(e, KeyboardInterrupt):
+        sig = getattr(e, "signal_name", "SIGINT")
+        what = "interrupted" if sig == "SIGINT" else f"terminated ({sig})"
         if getattr(e, "saved_epoch", None) is not None:
-            click.echo(f"interrupted: {e}; continue with: disentangle fit --resume "
+            click.echo(f"{what}: {e}; continue with: disentangle fit --resume "
                        f"{shlex.quote(str(e.run_dir))}", err=True)
         else:
-            click.echo("interrupted", err=True)
-        sys.exit(130)
+            click.echo(what, err=True)
+        sys.exit(SIGNAL_EXIT.get(sig, 130))
     click.echo(f"error: {_one_line(e)}", err=True)
     sys.exit(e.exit_code if isinstance(e, click.ClickException) else _exit_code(e))
 
@@ -131,6 +137,12 @@ def main(debug: bool) -> None:
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
+#: One --device option, one default, for the commands that train or evaluate a model
+#: (recommend and inspect score on the CPU).
+DEVICE = click.option("--device", type=str, default="auto", show_default=True,
+                      help="cpu, cuda, cuda:N, mps or auto (CUDA when available).")
+
+
 @main.command()
 @click.option("--model", "model", type=str, default=None,
               help="Model to train: macridvae or disengcn (or model.name in --config).")
@@ -156,22 +168,30 @@ def main(debug: bool) -> None:
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Training epochs (train.epochs).")
 @click.option("--seed", type=int, default=None, help="Training seed (train.seed).")
-@click.option("--device", type=str, default="auto", show_default=True,
-              help="cpu, cuda, cuda:N or auto (CUDA when available).")
+@DEVICE
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory to create (default: runs/<model>-<dataset>-<time>).")
+              help="Run directory to create, absent or empty (default: "
+                   "runs/<model>-<dataset>-<time>).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
-              default=None, help="Continue the killed run in this directory.")
+              default=None, help="Continue the stopped run in this directory (with --epochs: "
+                                 "to that many epochs, no fewer than it has done).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--no-report", is_flag=True,
               help="Skip the factor metrics, plots and report.html written after training.")
 @friendly_errors
 def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protocol, configs,
         overrides, epochs, seed, device, out, resume_dir, quiet, no_report):
-    """Train a model and report held-out test metrics next to popularity."""
-    from disentangle.config import resolve
-    from disentangle.train.run import fit as run_fit
+    """Train a model and report held-out test metrics next to popularity.
 
+    The run directory is locked while the run trains (a second fit into it fails at once);
+    Ctrl-C or SIGTERM keeps the last finished epoch and prints the command that continues it.
+    """
+    from disentangle.config import resolve
+    from disentangle.runs import read_config, resolve_device
+    from disentangle.train.run import fit as run_fit
+    from disentangle.train.run import resume as run_resume
+
+    resolve_device(device)  # a bad --device before anything else
     sets = list(overrides)
     for key, value in (("data.dataset", dataset), ("data.delimiter", delimiter),
                        ("data.rating_threshold", rating_threshold), ("data.data_dir", data_dir),
@@ -179,9 +199,11 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
                        ("train.epochs", epochs), ("train.seed", seed)):
         if value is not None:
             sets.append(f"{key}={value}")
-    if resume_dir is not None:
-        from disentangle.train.run import read_config
 
+    def announce(path: Path) -> None:
+        click.echo(f"run directory: {path}", err=True)
+
+    if resume_dir is not None:
         given = {"--model": model, "--dataset": dataset, "--delimiter": delimiter,
                  "--rating-threshold": rating_threshold, "--data-dir": data_dir,
                  "--split-dir": split_dir, "--protocol": protocol, "--config": configs,
@@ -192,23 +214,18 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
                                    f"{', '.join(fixed)} (only --epochs, --device and --quiet "
                                    f"apply)")
         run_dir = Path(resume_dir)
+        results = run_resume(run_dir, epochs, device, progress=not quiet, on_start=announce)
         cfg = read_config(run_dir)
-        if epochs is not None:
-            cfg.train.epochs = epochs
     else:
         cfg = resolve(model, list(configs), sets)
         # a csv:PATH dataset names the folder by its file name, never by a path
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.data.dataset).name).strip("._") or "data"
         run_dir = Path(out) if out else Path("runs") / (
             f"{cfg.model_name}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise click.UsageError(f"--out {run_dir}: exists and is not empty (use --resume "
-                                   f"to continue a run)")
-    results = run_fit(cfg, run_dir, device, progress=not quiet, resume=resume_dir is not None,
-                      on_start=lambda path: click.echo(f"run directory: {path}", err=True))
+        results = run_fit(cfg, run_dir, device, progress=not quiet, on_start=announce)
     click.echo(results_table(results, cfg.model_name, cfg.train.ks))
     if not no_report:
-        from disentangle.train.run import load_run
+        from disentangle.runs import load_run
         from disentangle.viz.report import inspect_run
 
         click.echo(f"report: {inspect_run(load_run(run_dir))['report']}")
@@ -238,11 +255,12 @@ def results_table(results: dict, model: str, ks) -> str:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda.")
+@DEVICE
 @friendly_errors
 def evaluate(run_dir, device):
     """Re-evaluate the best model of RUN_DIR on its validation (if any) and test users."""
-    from disentangle.train.run import final_results, load_run
+    from disentangle.runs import load_run
+    from disentangle.train.run import final_results
 
     run = load_run(run_dir, device)
     click.echo(results_table(final_results(run.model, run.split, run.config.train,
@@ -262,9 +280,9 @@ def evaluate(run_dir, device):
 def recommend(run_dir, user, k, explain):
     """Top-k items for a user, with titles and the factor each comes from."""
     from disentangle.explain import recommend as recommend_items
-    from disentangle.train.run import load_run
+    from disentangle.runs import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir)  # on the CPU: one user's scores
     try:
         if explain:
             from .inspection import print_explanations

@@ -1,12 +1,10 @@
-"""Training: the shared loop, checkpoints on disk, and whole runs."""
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .trainer import NonFiniteLoss, Trainer, read_metrics
+"""Training: the shared loop and whole runs (the run folder itself is :mod:`disentangle.runs`)."""
+from .trainer import Diverged, NonFiniteLoss, NonFiniteModel, Trainer, read_metrics
 
 __all__ = [
-    "CheckpointError",
+    "Diverged",
     "NonFiniteLoss",
+    "NonFiniteModel",
     "Trainer",
-    "load_checkpoint",
     "read_metrics",
-    "save_checkpoint",
 ]

@@ -1,67 +1,75 @@
-"""A run from config to run directory, and back.
+"""A run from config to run folder: build the data and model, train, report.
 
-A run directory holds everything needed to evaluate, explain and resume without the raw data:
+The run folder itself (its files, lock, checksums, config, split and metrics) belongs to
+:mod:`disentangle.runs`; this module decides what goes into it and when:
 
-==================  ============================================================
-``config.yaml``     the resolved config
-``data.json``       raw user/item ids, titles, category names, protocol and seed
-``split.safetensors``  training pairs, validation/test history and targets, categories
-``metrics.jsonl``   one record per epoch
-``best.safetensors``   the best model by validation, or the last one without validation
-                    (``last.safetensors``: resumable)
-``results.json``    final validation (if any) and test metrics of the model and of popularity
-==================  ============================================================
-
-Nothing is written outside the run directory, and every file is written atomically.
-``split.safetensors`` records a SHA-256 of ``data.json``, so either file edited by hand is
-refused on load.
+- :func:`fit` builds the data, split and model *before* it creates anything, so a bad input
+  leaves no folder behind; it then owns the folder (an exclusive lock) for the whole run. A
+  run that fails before its first epoch is saved removes what it wrote.
+- :func:`resume` continues a stopped run under the same lock, after removing the temporary
+  files killed writes left. ``epochs`` may raise the run's ``train.epochs`` (or lower it to
+  no fewer than the epochs already done): the config then still says what the run did.
+- SIGTERM (a scheduler's stop) is handled as Ctrl-C: the last finished epoch stays saved and
+  :class:`RunInterrupted` says how to continue.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
 import torch
-import yaml
 
-from .. import __version__
-from ..config import RunConfig, TrainConfig, from_dict
+from ..config import RunConfig, TrainConfig
 from ..data import InteractionData, LoadOptions, Split, load_dataset, load_split_dir, make_split
-from ..data.splits import EvalSet
 from ..metrics.ranking import evaluate, popularity_scorer
 from ..models import MODELS
 from ..models.base import FactorRecommender
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint, write_json
-from .trainer import BEST, Trainer
+from ..runs import CONFIG, CheckpointError, Run, RunFolder, load_run, read_config, resolve_device
+from .trainer import Trainer, finite_scores
 
-SPLIT, DATA, CONFIG, RESULTS = "split.safetensors", "data.json", "config.yaml", "results.json"
+__all__ = ["Run", "RunInterrupted", "build_model", "build_split", "final_results", "fit",
+           "load_run", "read_config", "resolve_device", "resume"]
 
 log = logging.getLogger(__name__)
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`fit`. ``saved_epoch`` is the epoch whose checkpoint is kept in
-    ``run_dir``; ``fit(..., resume=True)`` continues from there."""
+    """Ctrl-C (or SIGTERM: ``signal_name``) during :func:`fit` or :func:`resume`.
+    ``saved_epoch`` is the epoch whose checkpoint is kept in ``run_dir``; :func:`resume`
+    continues from there."""
 
-    def __init__(self, run_dir: Path, saved_epoch: int | None, epochs: int) -> None:
+    def __init__(self, run_dir: Path, saved_epoch: int | None, epochs: int,
+                 signal_name: str = "SIGINT") -> None:
         self.run_dir, self.saved_epoch, self.epochs = run_dir, saved_epoch, epochs
+        self.signal_name = signal_name
         super().__init__("nothing is saved yet" if saved_epoch is None else
                          f"the checkpoint of epoch {saved_epoch} of {epochs} is kept in {run_dir}")
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` in the block (on the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_split(cfg: RunConfig) -> Split:
@@ -136,131 +144,6 @@ def build_model(cfg: RunConfig, split: Split) -> FactorRecommender:
     return cls(cfg.model, split.train)
 
 
-# -- saving and loading a run --------------------------------------------------------------
-def save_split(split: Split, run_dir: Path) -> None:
-    t: dict[str, torch.Tensor] = {
-        "train.users": torch.from_numpy(split.train.users),
-        "train.items": torch.from_numpy(split.train.items)}
-    for name in ("valid", "test"):
-        es: EvalSet = getattr(split, name)
-        t[f"{name}.users"] = torch.from_numpy(np.asarray(es.users, dtype=np.int64))
-        for part in ("history", "target"):
-            m = getattr(es, part)
-            t[f"{name}.{part}.indptr"] = torch.from_numpy(m.indptr.astype(np.int64))
-            t[f"{name}.{part}.indices"] = torch.from_numpy(m.indices.astype(np.int64))
-    data = split.train
-    if data.item_categories is not None:
-        t["item_categories"] = torch.from_numpy(np.asarray(data.item_categories, np.float32))
-    ids = (json.dumps({
-        "user_ids": data.user_ids.tolist(), "item_ids": data.item_ids.tolist(),
-        "item_titles": None if data.item_titles is None else [str(x) for x in data.item_titles],
-        "category_names": list(data.category_names)}, indent=2, sort_keys=True) + "\n").encode()
-    atomic_write(run_dir / DATA, ids)
-    save_checkpoint(run_dir / SPLIT, t, {"protocol": split.protocol, "seed": split.seed,
-                                         "data_sha256": hashlib.sha256(ids).hexdigest()})
-
-
-def load_split(run_dir: Path) -> Split:
-    t, meta = load_checkpoint(run_dir / SPLIT)
-    try:
-        blob = (run_dir / DATA).read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{run_dir / DATA}: cannot read ({e.strerror})") from None
-    digest = hashlib.sha256(blob).hexdigest()
-    if meta.get("data_sha256", digest) != digest:  # runs of 0.1.0 before the digest: unchecked
-        raise CheckpointError(f"{run_dir / DATA}: checksum mismatch (the file was modified)")
-    try:
-        return _split_from(t, meta, json.loads(blob))
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise CheckpointError(f"{run_dir}: {SPLIT} and {DATA} do not fit together "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                              ) from None
-
-
-def _split_from(t: dict[str, torch.Tensor], meta: dict, d: dict) -> Split:
-    cats = t.get("item_categories")
-    train = InteractionData(
-        t["train.users"].numpy(), t["train.items"].numpy(), np.array(d["user_ids"]),
-        np.array(d["item_ids"]),
-        None if d["item_titles"] is None else np.array(d["item_titles"], dtype=object),
-        None if cats is None else cats.numpy(), d["category_names"])
-    m = train.num_items
-    if train.num_interactions and (train.users.max() >= train.num_users
-                                   or train.items.max() >= m):
-        raise ValueError("training pairs index past the ids")
-
-    def eval_set(name: str) -> EvalSet:
-        users = t[f"{name}.users"].numpy()
-
-        def rows(part: str) -> sp.csr_matrix:
-            indptr = t[f"{name}.{part}.indptr"].numpy()
-            indices = t[f"{name}.{part}.indices"].numpy()
-            return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
-                                 shape=(len(users), m))
-        return EvalSet(users, rows("history"), rows("target"))
-
-    return Split(train, eval_set("valid"), eval_set("test"), meta["protocol"], meta["seed"])
-
-
-def read_config(run_dir: Path) -> RunConfig:
-    """The resolved config of a run directory, checked to come from a compatible version."""
-    if not (run_dir / CONFIG).is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
-    try:
-        raw = yaml.safe_load((run_dir / CONFIG).read_text())
-    except OSError as e:
-        raise CheckpointError(f"{run_dir / CONFIG}: cannot read ({e.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise CheckpointError(f"{run_dir / CONFIG}: not valid YAML") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
-        raise CheckpointError(f"{run_dir / CONFIG}: not a disentangle run config")
-    version = raw.pop("version", None)
-    if str(version).split(".")[:2] != __version__.split(".")[:2]:
-        raise CheckpointError(f"{run_dir}: written by disentangle {version}, this is "
-                              f"{__version__}; re-run fit with this version")
-    cls = MODELS.get(raw["model"].get("name"))
-    if cls is not None:
-        raw["model"] = {**cls.saved_run_defaults, **raw["model"]}
-    try:
-        return from_dict(raw)
-    except ValueError as e:
-        raise CheckpointError(f"{run_dir / CONFIG}: {e}") from None
-
-
-@dataclasses.dataclass
-class Run:
-    """A loaded run directory: its config, its split and its best model."""
-
-    path: Path
-    config: RunConfig
-    split: Split
-    model: FactorRecommender
-    best_epoch: int
-
-
-def load_run(run_dir: str | Path, device: str | None = "cpu") -> Run:
-    """Load a run directory written by :func:`fit` with its best model."""
-    run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
-    split = load_split(run_dir)
-    model = MODELS[cfg.model_name](cfg.model, split.train)
-    if not (run_dir / BEST).exists():
-        raise CheckpointError(f"{run_dir}: no {BEST} (the run stopped before its first "
-                              f"evaluation; continue it with fit --resume)")
-    tensors, meta = load_checkpoint(run_dir / BEST)
-    if meta.get("model") != cfg.model_name:
-        raise CheckpointError(f"{run_dir / BEST}: holds a {meta.get('model')!r} model, the "
-                              f"config names {cfg.model_name!r}")
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{run_dir / BEST}: does not match the config "
-                              f"({str(e).splitlines()[0]})") from None
-    model.to(resolve_device(device)).eval()
-    return Run(run_dir, cfg, split, model, int(meta.get("epoch", 0)))
-
-
 # -- the whole run -------------------------------------------------------------------------
 def final_results(model: FactorRecommender, split: Split, train: TrainConfig,
                   best_epoch: int) -> dict[str, Any]:
@@ -273,42 +156,97 @@ def final_results(model: FactorRecommender, split: Split, train: TrainConfig,
         return {name: evaluate(score, getattr(split, name), train.ks, train.eval_chunk, device)
                 for name in ("valid", "test") if len(getattr(split, name))}
 
-    return {"protocol": split.protocol, "best_epoch": best_epoch, **both(model.score),
+    return {"protocol": split.protocol, "best_epoch": best_epoch,
+            **both(finite_scores(model.score)),
             "popularity": both(pop)}
 
 
-def fit(cfg: RunConfig, run_dir: str | Path, device: str | None = None, progress: bool = True,
-        resume: bool = False, on_start: Callable[[Path], None] | None = None) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir``; with ``resume``, continue the run saved there (``cfg``
-    is then that run's config, from :func:`read_config`).
+def _train(folder: RunFolder, cfg: RunConfig, split: Split, trainer: Trainer) -> dict[str, Any]:
+    """Train the remaining epochs into ``folder``; write and return the final results."""
+    try:
+        with _sigterm_as_interrupt():
+            trainer.fit()
+            results = final_results(trainer.model, split, cfg.train, trainer.best_epoch)
+            folder.write_results(results)
+    except KeyboardInterrupt as e:
+        raise RunInterrupted(folder.path, trainer.saved_epoch, cfg.train.epochs,
+                             "SIGTERM" if isinstance(e, _Terminated) else "SIGINT") from None
+    return results
 
-    The data, split and model are built before anything is written, so a bad input leaves no
-    run directory behind. A resumed run killed before its split was saved rebuilds it (the
-    split is seeded); one killed before its first checkpoint starts from epoch 0. Ctrl-C
-    raises :class:`RunInterrupted`; the last completed epoch stays saved. ``on_start(run_dir)``
-    is called once the run directory exists, before training.
+
+def fit(cfg: RunConfig, run_dir: str | Path, device: str | None = None, progress: bool = True,
+        on_start: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into the new run folder ``run_dir`` (absent or empty) and return the
+    final results (:func:`final_results`).
+
+    The data, split and model are built before anything is written; the folder is then locked
+    for the whole run (a second process training into it fails at once). A failure before
+    the first epoch is saved removes what the run wrote; Ctrl-C or SIGTERM raises
+    :class:`RunInterrupted` with the last completed epoch saved (continue with
+    :func:`resume`). ``on_start(run_dir)`` is called once the folder exists, before training.
     """
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     dev = resolve_device(device)
+    folder.check_new()
     if cfg.data.split_dir is None:
         _check_protocol(cfg.model_name, cfg.data.protocol)  # before the slow part
-    saved_split = resume and (run_dir / SPLIT).exists()
-    split = load_split(run_dir) if saved_split else build_split(cfg)
+    split = build_split(cfg)
     model = build_model(cfg, split)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / CONFIG, yaml.safe_dump(
-        {**cfg.to_dict(), "version": __version__}, sort_keys=False).encode())
-    if not saved_split:
-        save_split(split, run_dir)
-    if on_start is not None:
-        on_start(run_dir)
-    trainer = Trainer(model, split, cfg.train, run_dir, dev, progress)
-    try:
-        if resume:
-            trainer.resume()
-        trainer.fit()
-        results = final_results(model, split, cfg.train, trainer.best_epoch)
-        write_json(run_dir / RESULTS, results)
-    except KeyboardInterrupt:
-        raise RunInterrupted(run_dir, trainer.saved_epoch, cfg.train.epochs) from None
-    return results
+    created = folder.create()
+    with folder.lock():
+        folder.check_new()  # again, as the owner: another fit may have come first
+        trainer = None
+        try:
+            folder.write_config(cfg)
+            folder.save_split(split)
+            if on_start is not None:
+                on_start(folder.path)
+            trainer = Trainer(model, split, cfg.train, folder, dev, progress)
+            return _train(folder, cfg, split, trainer)
+        except Exception:
+            if trainer is None or not trainer.epoch:  # no trained epoch to keep
+                folder.discard(created)
+            raise
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, device: str | None = None,
+           progress: bool = True, on_start: Callable[[Path], None] | None = None,
+           ) -> dict[str, Any]:
+    """Continue the stopped (or finished) run in ``run_dir`` with its own config and return
+    the final results.
+
+    ``epochs`` sets ``train.epochs`` (written to ``config.yaml``): more continues a finished
+    run, fewer than the run has already done is refused, so the config always says what the
+    run did. A run killed before its split was saved rebuilds it (the split is seeded); one
+    killed before its first checkpoint starts from epoch 0. Every checkpoint is checked
+    against the folder's config and split: an edited ``config.yaml`` is refused.
+    """
+    folder = RunFolder(run_dir)
+    dev = resolve_device(device)
+    folder.read_config()  # a run folder at all? (before taking its lock)
+    with folder.lock():
+        stale = folder.remove_temporary()
+        if stale:
+            log.info(f"removed {len(stale)} temporary file(s) left by killed writes")
+        cfg = folder.read_config()
+        if folder.has_split():
+            split = folder.load_split()
+        else:
+            split = build_split(cfg)
+            folder.save_split(split)
+        trainer = Trainer(build_model(cfg, split), split, cfg.train, folder, dev, progress)
+        trainer.resume()
+        if epochs is not None:
+            if epochs < trainer.epoch:
+                raise ValueError(f"--epochs {epochs}: the run in {folder.path} has already "
+                                 f"done {trainer.epoch} epochs; give --epochs "
+                                 f"{trainer.epoch} or more")
+            if epochs != cfg.train.epochs:
+                cfg.train.epochs = epochs  # the trainer's config too
+                folder.write_config(cfg)
+        elif cfg.train.epochs < trainer.epoch:
+            raise CheckpointError(f"{folder.file(CONFIG)}: train.epochs={cfg.train.epochs}, "
+                                  f"but the run has done {trainer.epoch} epochs")
+        if on_start is not None:
+            on_start(folder.path)
+        return _train(folder, cfg, split, trainer)

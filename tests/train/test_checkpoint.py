@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_optimizer,
-    optimizer_tensors,
-    save_checkpoint,
-)
+from disentangle.runs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from disentangle.train.checkpoint import load_optimizer, optimizer_tensors
 
 
 def test_round_trip_keeps_tensors_and_meta(tmp_path):

@@ -3,7 +3,7 @@ import yaml
 
 from disentangle import __version__
 from disentangle.config import resolve
-from disentangle.train.run import CONFIG, read_config
+from disentangle.runs import CONFIG, read_config
 
 
 def write(run_dir, model, drop=()):
