@@ -182,8 +182,8 @@ def make_split(source: Source, protocol: str, seed: int, **options) -> Split:
 SPLIT_FILES = ("train", "validation_tr", "validation_te", "test_tr", "test_te")
 #: A row of a ``uid,sid`` file (blanks and a blank row allowed), and the rows after the
 #: header as Liang's preprocessing writes them (checked first: one regex over the file).
-_ROW = re.compile(r"[ \t]*(?:[0-9]+[ \t]*,[ \t]*[0-9]+[ \t]*)?\r?", re.ASCII)
-_PLAIN = re.compile(r"(?:[0-9]+,[0-9]+\n)*(?:[0-9]+,[0-9]+)?", re.ASCII)
+_ROW = re.compile(r"[ \t]*(?:[0-9]{1,18}[ \t]*,[ \t]*[0-9]{1,18}[ \t]*)?\r?", re.ASCII)
+_PLAIN = re.compile(r"(?:[0-9]{1,18},[0-9]{1,18}\n)*(?:[0-9]{1,18},[0-9]{1,18})?", re.ASCII)
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,8 @@ def load_split_dir(path: str | Path, catalog: InteractionData | None = None,
     ``test_tr.csv`` and ``test_te.csv`` (a ``uid,sid`` header, then one ``uid,sid`` row of
     non-negative integers per interaction), ``unique_sid.txt`` (the raw item id of each
     ``sid``, one per line) and optionally ``unique_uid.txt`` (the raw user id of each
-    ``uid``). ``uid`` and ``sid`` are kept as indices.
+    ``uid``; without it the uids must number the users ``0..N-1``). ``uid`` and ``sid`` are
+    kept as indices.
 
     Refused with a :class:`DataError` naming the file and the line: a missing file, a row
     that is not two integers, a ``sid`` or ``uid`` past the id lists, a repeated raw id, and
@@ -224,7 +225,14 @@ def load_split_dir(path: str | Path, catalog: InteractionData | None = None,
                 k = int(u.argmax())
                 raise DataError(f"{path / f'{name}.csv'}: line {lines[k]}: uid {u[k]} is past "
                                 f"the {len(user_ids)} users of {uid_file.name}")
-    else:
+    else:  # the uids must then number the users 0..N-1, as Liang's preprocessing does
+        used = np.unique(np.concatenate([u for u, _, _ in parts.values()]))
+        if len(used) != num_users:
+            name, (u, _, lines) = max(parts.items(), key=lambda p: p[1][0].max(initial=-1))
+            k = int(u.argmax())
+            raise DataError(f"{path / f'{name}.csv'}: line {lines[k]}: uid {u[k]} is past the "
+                            f"{len(used)} users of the split; without unique_uid.txt the uids "
+                            f"must number the users 0 to {len(used) - 1}")
         user_ids = np.arange(num_users).astype(str)
     _check_leakage(path, parts)
     titles = cats = None
@@ -344,7 +352,8 @@ def _pairs(path: Path, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
         bad = next((n for n, line in enumerate(lines, 2) if _ROW.fullmatch(line) is None), None)
         if bad is not None:
             raise DataError(f"{path}: line {bad}: {_shorten(lines[bad - 2].strip())!r}; "
-                            f"expected two non-negative integers 'uid,sid'")
+                            f"expected two non-negative integers 'uid,sid' (of at most 18 "
+                            f"digits)")
         numbers = np.array(body.replace(",", " ").split(), dtype=np.int64).reshape(-1, 2)
         line_of = np.array([n for n, line in enumerate(lines, 2) if line.strip()],
                            dtype=np.int64)

@@ -160,6 +160,13 @@ def test_a_user_both_validating_and_testing_is_refused(tmp_path):
     ({"unique_uid__txt": "a\nb\nc\nd\ne\na\n"}, "unique_uid.txt",
      "line 6: user id 'a' repeats line 1"),
     ({"unique_sid__txt": None}, "unique_sid.txt", "no such file"),
+    ({"train__csv": "uid,sid\n0,0\n1234567890123456789,1\n"}, "train.csv",
+     "line 3: '1234567890123456789,1'; expected two non-negative integers 'uid,sid' (of at "
+     "most 18 digits)"),
+    # without unique_uid.txt a huge uid would mean as many users
+    ({"unique_uid__txt": None, "test_te__csv": "uid,sid\n4,4\n999999999999,2\n"},
+     "test_te.csv", "line 3: uid 999999999999 is past the 7 users of the split; without "
+                    "unique_uid.txt the uids must number the users 0 to 6"),
 ])
 def test_a_corrupt_split_file_is_named_with_its_line(tmp_path, changes, file, message):
     root = make(tmp_path, **changes)
