@@ -94,7 +94,7 @@ class ClosedFormRecommender(Recommender):
                         f"loss: call fit_closed_form(train)")
 
 
-class NoFactorsError(TypeError):
+class NoFactorsError(ValueError):
     """A factor tool was given a model without factors (a ranking-only baseline)."""
 
 
