@@ -46,8 +46,8 @@ from .interactions import InteractionData
 DATA_ENV = "DISENTANGLE_DATA"
 EMBEDDED = "ml-latest-small"
 CSV_PREFIX = "csv:"
-#: The longest line read from a named dataset's file (a LightGCN-format line lists all of a
-#: user's items: Gowalla's longest is 5 KiB, ML-1M's 12 KiB).
+#: The longest line read from any data file (a LightGCN-format line lists all of a user's
+#: items: Gowalla's longest is 5 KiB, ML-1M's 12 KiB).
 MAX_LINE = 1 << 20
 _CHUNK = 1 << 16
 
@@ -483,10 +483,11 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> S
 
 
 def read_text(path: Path, expected: str = f"rows of {_LAYOUT}") -> str:
-    """The decoded text of a user's file, read in blocks: a NUL byte in a block stops the
-    read there (an all-zero file is refused after its first block, not read whole). An empty
-    file is a :class:`DataError` saying that ``expected`` was expected."""
-    chunks, newlines, utf16 = [], 0, False
+    """The decoded text of a user's file, read in blocks: a NUL byte or a line longer than
+    :data:`MAX_LINE` stops the read there (an all-zero file is refused after its first block,
+    not read whole). An empty file is a :class:`DataError` saying that ``expected`` was
+    expected."""
+    chunks, newlines, utf16, run = [], 0, False, 0
     with _as_data_error(), files.open_stream(path) as f:
         while chunk := f.read(_CHUNK):
             if not chunks:
@@ -496,7 +497,12 @@ def read_text(path: Path, expected: str = f"rows of {_LAYOUT}") -> str:
                 line = newlines + chunk.count(b"\n", 0, nul) + 1
                 raise DataError(f"{path}: line {line}: binary data (a NUL byte); expected "
                                 f"delimited text")
+            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+            run = run + len(chunk) if end < 0 else len(chunk) - end - 1
             newlines += chunk.count(b"\n")
+            if run > MAX_LINE * (2 if utf16 else 1):
+                raise DataError(f"{path}: line {newlines + 1}: longer than {MAX_LINE} bytes; "
+                                f"expected delimited text")
             chunks.append(chunk)
     blob = b"".join(chunks)
     if utf16:

@@ -201,3 +201,23 @@ def test_a_1_gib_zero_file_is_refused_after_its_first_block(tmp_path, make):
         load()
     assert bytes_read() - before < 8 << 20  # a block or a line, not the whole GiB
     assert str(err.value).startswith(f"{path}: line 1: binary data (a NUL byte)")
+
+
+@pytest.mark.parametrize("name", ["x.csv", "u.data"])
+def test_a_line_without_end_is_refused_after_the_line_limit(tmp_path, name):
+    """Text that never ends its line is refused after MAX_LINE bytes, not read whole."""
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.write(b"a" * (3 << 20))  # 3 MiB, then never a newline
+    if name == "u.data":
+        (tmp_path / "u.item").write_text("1|A|x|x|x|0\n")
+        (tmp_path / "u.genre").write_text("unknown|0\n")
+        load = lambda: load_dataset("ml-100k", tmp_path)  # noqa: E731
+    else:
+        load = lambda: load_csv(path)  # noqa: E731
+    before = bytes_read()
+    with pytest.raises(DataError) as err:
+        load()
+    assert bytes_read() - before < 3 << 20
+    assert str(err.value) == f"{path}: line 1: longer than 1048576 bytes; expected " + (
+        "lines of text" if name == "u.data" else "delimited text")
