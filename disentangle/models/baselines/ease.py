@@ -61,7 +61,10 @@ class EASE(ClosedFormRecommender):
             \mathbf{X}, \quad\text{so}\quad
         B_{ij} = Q_{ij} / (1 - Q_{jj}) \ (i \ne j).
 
-    Both solves run in float64; :math:`\mathbf{B}` is kept in float32.
+    Both solves run in float64; :math:`\mathbf{B}` is kept in float32. Memory grows as
+    :math:`M^2` (the dense :math:`\mathbf{B}`, in the model and in each checkpoint, plus
+    float64 temporaries of that order), as in the paper: catalogues up to a few tens of
+    thousands of items.
 
     Args:
         config (EASEConfig): the hyperparameters (validated here).
