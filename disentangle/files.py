@@ -97,6 +97,10 @@ MAX_DECOMPRESSED = _limit(_ENV_DECOMPRESSED, GiB)
 
 _SUFFIXES = {".gz": "gz", ".gzip": "gz", ".bz2": "bz2", ".xz": "xz", ".lzma": "xz",
              ".zip": "zip"}
+#: What a corrupt, encrypted or unsupported compressed file raises while it is read
+#: (zipfile: RuntimeError for a password, NotImplementedError for an unknown method).
+_DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+                         RuntimeError, NotImplementedError)
 _NAMES = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zip": "zip"}
 _KINDS = ((stat.S_ISDIR, "is a folder"), (stat.S_ISFIFO, "is a FIFO (named pipe)"),
           (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
@@ -158,7 +162,7 @@ class _Capped(io.RawIOBase):
     def __init__(self, inner, path: Path, cap: int, what: str, env: str, owned=()):
         super().__init__()
         self._inner, self._path, self._cap, self._what, self._env = inner, path, cap, what, env
-        self._owned = (inner, *owned)
+        self._owned = (inner, *owned)  # closed in this order: the reader before its source
         self._count = 0
 
     def readable(self) -> bool:
@@ -168,7 +172,7 @@ class _Capped(io.RawIOBase):
         want = min(len(buffer), self._cap - self._count + 1)
         try:
             data = self._inner.read(want)
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as e:
+        except _DECOMPRESSION_ERRORS as e:
             kind = compression(self._path)
             raise FileError(f"{self._path}: not a valid {_NAMES[kind]} file ({e})" if kind else
                             f"{self._path}: cannot read ({e})") from None
@@ -181,7 +185,7 @@ class _Capped(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            for f in reversed(self._owned):
+            for f in self._owned:
                 f.close()
         super().close()
 
@@ -233,7 +237,7 @@ def _decompressor(path: Path, raw: BinaryIO, kind: str):
             raise FileError(f"{path}: a zip archive with {len(members)} files; expected "
                             f"exactly one")
         return archive.open(members[0]), (archive,)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as e:
+    except _DECOMPRESSION_ERRORS as e:
         raise FileError(f"{path}: not a valid {_NAMES[kind]} file ({e})") from None
 
 
@@ -257,7 +261,7 @@ def open_stream(path: str | os.PathLike, *, max_bytes: int | None = None,
         raw.close()
         raise
     return io.BufferedReader(_Capped(inner, path, max_decompressed, "decompressed content",
-                                     _ENV_DECOMPRESSED, owned=(raw, *owned)))
+                                     _ENV_DECOMPRESSED, owned=(*owned, raw)))
 
 
 def open_text(path: str | os.PathLike, *, encoding: str = "utf-8", newline: str | None = None,

@@ -142,7 +142,21 @@ def test_a_bomb_is_streamed_and_stopped_at_the_cap(tmp_path, suffix, compress, m
         load_csv(path)
 
 
+def _zip_with(flag: int = 0, method: int | None = None) -> bytes:
+    """A one-file zip whose headers claim encryption (flag bit 0) or another method."""
+    data = bytearray(_zip(b"u,i\n"))
+    central = data.find(b"PK\x01\x02")
+    data[6] |= flag
+    data[central + 8] |= flag
+    if method is not None:
+        data[8] = data[central + 10] = method
+    return bytes(data)
+
+
 @pytest.mark.parametrize("suffix, content, message", [
+    (".zip", _zip_with(flag=1), "not a valid zip file (File <ZipInfo filename='ratings.csv'"),
+    (".zip", _zip_with(method=93), "not a valid zip file (That compression method is not "
+                                   "supported)"),
     (".gz", b"u,i\n", "not a valid gzip file"),
     (".gz", gzip.compress(b"u,i\n" * 1000)[:40], "not a valid gzip file"),
     (".bz2", b"BZh9 not really", "not a valid bzip2 file"),
