@@ -301,8 +301,9 @@ def match_catalog(catalog: InteractionData, item_ids: np.ndarray, user_ids: np.n
             & (cu >= 0)
         if not found.all():
             k = int(np.flatnonzero(~found)[0])
+            user, item = str(user_ids[su[k]]), str(catalog.item_ids[si[k]])
             return (f"{int((~found).sum())} of its {len(found)} interactions are not in it, "
-                    f"e.g. user {str(user_ids[su[k]])!r} with item {str(catalog.item_ids[si[k]])!r}")
+                    f"e.g. user {user!r} with item {item!r}")
         return None
     split_count = np.bincount(si, minlength=catalog.num_items)
     catalog_count = catalog.item_popularity()

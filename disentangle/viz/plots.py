@@ -43,8 +43,9 @@ __all__ = [
 #: ``text.parse_math`` is off: every label here is plain text, and much of it comes from the
 #: data (titles, ids, category names), where a ``$`` would otherwise start matplotlib's
 #: mathtext and an id such as ``a$^$`` would make saving the figure fail.
-STYLE = {"text.parse_math": False, "font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10, "xtick.labelsize": 9,
-         "ytick.labelsize": 9, "legend.fontsize": 9, "figure.titlesize": 13,
+STYLE = {"text.parse_math": False, "font.size": 10, "axes.titlesize": 12,
+         "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+         "legend.fontsize": 9, "figure.titlesize": 13,
          "axes.spines.top": False, "axes.spines.right": False}
 DPI = 110
 GREY = "#c8c8c8"
