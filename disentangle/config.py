@@ -290,7 +290,8 @@ def _merge(model: str | None, layers: list[dict]) -> RunConfig:
     for layer in [MODELS[model].defaults, *layers]:
         for section in SECTIONS:
             values = dict(layer.get(section) or {})
-            values.pop("name", None)
+            if section == "model":
+                values.pop("name", None)  # chose the model above
             _apply(section, getattr(cfg, section), values)
     for name in SECTIONS:
         try:

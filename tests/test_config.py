@@ -36,6 +36,7 @@ def test_overrides_are_typed_and_applied_in_order(tmp_path):
     ("train.lr_milestones=[0]", "lr_milestones=[0] is out of range"),
     ("train.lr_gamma=0", "lr_gamma=0.0 is out of range"),
     ("foo.bar=1", "unknown config section 'foo'"),
+    ("train.name=x", "unknown config key train.name"),
     ("tau=1", "expected section.key=value"),
 ])
 def test_bad_override_is_a_one_line_error(override, message):
