@@ -252,8 +252,11 @@ def load_split_dir(path: str | Path, catalog: InteractionData | None = None,
             if catalog.item_categories is not None:
                 cats = np.asarray(catalog.item_categories, dtype=np.float32)[rows]
                 names = list(catalog.category_names)
-            note = f"titles and categories of {label}: the split's items and interactions " \
-                   f"are {label}'s"
+            have = " and ".join(what for what, x in (("titles", titles), ("categories", cats))
+                                if x is not None)
+            note = (f"{have} of {label}" if have else
+                    f"no titles or categories: {label} has none") + \
+                f"; the split's items and interactions are {label}'s"
         else:
             note = (f"{path}: no titles or categories: the split was not made from {label} "
                     f"({mismatch}); give --dataset the dataset the split was made from")

@@ -49,6 +49,14 @@ def test_a_matching_catalogue_gives_titles_and_categories(tmp_path):
     assert split.item_metadata.startswith("titles and categories of tiny")
 
 
+def test_a_matching_catalogue_without_titles_says_it_has_none(tmp_path):
+    bare = InteractionData.from_raw(CAT_USERS, CAT_ITEMS)
+    split = load_split_dir(make(tmp_path), bare, "tiny")
+    assert split.train.item_titles is None and split.train.item_categories is None
+    assert split.item_metadata == ("no titles or categories: tiny has none; the split's items "
+                                   "and interactions are tiny's")
+
+
 def test_without_unique_uid_the_item_counts_decide(tmp_path):
     split = load_split_dir(make(tmp_path, unique_uid__txt=None), catalog(), "tiny")
     assert split.train.item_titles is not None
