@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from torch import Tensor
 
-from .. import __version__
+from .. import __version__, files
 from ..config import RunConfig, from_dict
 from ..data import Split
 from ..models import MODELS
@@ -199,6 +199,9 @@ class RunFolder:
         if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
             raise CheckpointError(f"{path}: not a disentangle run config")
         version = raw.pop("version", None)
+        if version is None:
+            raise CheckpointError(f"{path}: no version line (cut short, or not written by "
+                                  f"disentangle fit)")
         if str(version).split(".")[:2] != __version__.split(".")[:2]:
             raise CheckpointError(f"{self.path}: written by disentangle {version}, this is "
                                   f"{__version__}; re-run fit with this version")
@@ -248,6 +251,13 @@ class RunFolder:
         expected = model.state_dict()
         model_bytes = sum(t.numel() * t.element_size() for t in expected.values())
         cap = _MODEL_COPIES.get(name, 1) * model_bytes + _HEADER_ROOM
+        try:
+            size = files.check_regular(path).st_size
+        except files.FileError as e:
+            raise CheckpointError(str(e)) from None
+        if size > cap:
+            raise CheckpointError(f"{path}: {size / MiB:.1f} MiB, more than a {name} of this "
+                                  f"model can hold ({cap / MiB:.1f} MiB)")
         tensors, meta = load_checkpoint(path, max_bytes=cap)
         if meta.get("model") != model.name:
             raise CheckpointError(f"{path}: holds a {meta.get('model')!r} model, the config "

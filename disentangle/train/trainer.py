@@ -132,6 +132,9 @@ class Trainer:
                 setattr(self, key, meta[key])
             if os.path.lexists(self.folder.file(BEST)):
                 self.best_state = self.folder.read_model(BEST, self.model)[0]
+            elif self.best_epoch:
+                raise CheckpointError(f"{self.folder.file(BEST)}: missing (the run's best "
+                                      f"model, of epoch {self.best_epoch}, was saved there)")
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             if isinstance(e, CheckpointError):
                 raise

@@ -217,10 +217,15 @@ CASES = [
     ("evaluate-best-dev-zero", damaged("best.safetensors", dev_zero),
      "best.safetensors: is a character device (a link to /dev/zero)", 2),
     ("evaluate-best-2gib", damaged("best.safetensors", huge),
-     "best.safetensors: 2.0 GiB, larger than the", 2),
-    ("evaluate-best-padded", damaged("best.safetensors", grown), "larger than the 16", 2),
+     "best.safetensors: 2048.0 MiB, more than a best.safetensors of this model can hold", 2),
+    ("evaluate-best-padded", damaged("best.safetensors", grown),
+     "MiB, more than a best.safetensors of this model can hold (16.", 2),
     ("resume-last-padded", damaged("last.safetensors", grown, resume=True),
-     "last.safetensors: 40.", 2),
+     "MiB, more than a last.safetensors of this model can hold (16.", 2),
+    ("resume-best-missing", damaged("best.safetensors", Path.unlink, resume=True),
+     "best.safetensors: missing (the run's best model, of epoch 2, was saved there)", 2),
+    ("evaluate-config-cut-short", damaged("config.yaml", lambda p: p.write_text(
+        p.read_text()[:200])), "config.yaml: no version line (cut short", 2),
     ("evaluate-split-fifo", damaged("split.safetensors", fifo),
      "split.safetensors: is a FIFO", 2),
     ("evaluate-data-fifo", damaged("data.json", fifo), "data.json: is a FIFO", 2),
@@ -353,17 +358,16 @@ def test_sigterm_saves_says_how_to_resume_and_a_second_process_is_locked_out(tmp
     proc = fit_process(*TINY, "--epochs", "500", "--out", out)
     try:
         wait_for_epochs(proc, out, 1)
-        second = subprocess.run([sys.executable, "-m", "disentangle_cli.main", "fit", "--resume",
-                                 str(out), "--quiet"], capture_output=True, text=True,
-                                timeout=120)
+        # this process is the second one: the lock is on the folder, not on a process id
+        second = invoke(["fit", "--resume", out, "--quiet"])
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert second.returncode == 2, second.stderr
-    assert second.stderr.strip() == (f"error: {out}: another process is training into this run "
-                                     f"folder (fit or fit --resume); wait for it to end or "
+    assert_one_line_failure(second, 2)
+    assert second.output.strip() == (f"error: {out}: another process is training into this "
+                                     f"run folder (fit or fit --resume); wait for it to end or "
                                      f"choose another --out")
     assert proc.returncode == 143, err
     last = err.strip().splitlines()[-1]
