@@ -207,7 +207,8 @@ def load_split_dir(path: str | Path, catalog: InteractionData | None = None,
     **Titles and categories.** The folder carries item ids only. Titles and categories are
     taken from ``catalog`` (a dataset loaded from its raw files, named ``catalog_name``)
     only when the split was made from it (see :func:`match_catalog`); otherwise the split
-    has none, a warning says why, and :attr:`Split.item_metadata` records it.
+    has none, a warning says why (also when ``catalog_name`` is given without a
+    ``catalog``: it could not be loaded), and :attr:`Split.item_metadata` records it.
     """
     path = Path(path)
     if not path.is_dir():
@@ -239,8 +240,11 @@ def load_split_dir(path: str | Path, catalog: InteractionData | None = None,
     names: list[str] = []
     label = catalog_name or "the given dataset"
     if catalog is None:
-        note = (f"{path}: no dataset given to take titles and categories from; items are "
-                f"shown by their raw ids")
+        note = (f"{path}: no titles or categories: "
+                + (f"dataset {catalog_name} was not loaded" if catalog_name else
+                   "no dataset given to take them from") + "; items are shown by their raw ids")
+        if catalog_name:  # the caller meant to have one
+            log.warning(note)
     else:
         mismatch = match_catalog(catalog, item_ids, user_ids if uid_file.exists() else None,
                                  [(u, i) for u, i, _ in parts.values()])

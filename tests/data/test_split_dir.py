@@ -86,9 +86,16 @@ def test_a_split_not_made_from_the_catalogue_gets_no_titles_and_says_so(tmp_path
     assert split.item_metadata in caplog.text
 
 
-def test_without_a_catalogue_the_split_says_it_has_no_titles(tmp_path):
-    split = load_split_dir(make(tmp_path))
-    assert split.train.item_titles is None and "no dataset given" in split.item_metadata
+def test_without_a_catalogue_the_split_says_it_has_no_titles(tmp_path, caplog):
+    root = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="disentangle"):
+        split = load_split_dir(root)
+    assert split.train.item_titles is None and not caplog.text
+    assert split.item_metadata == (f"{root}: no titles or categories: no dataset given to take "
+                                   f"them from; items are shown by their raw ids")
+    with caplog.at_level(logging.WARNING, logger="disentangle"):
+        split = load_split_dir(root, None, "ml-1m")  # named, but its files were not found
+    assert "no titles or categories: dataset ml-1m was not loaded" in caplog.text
 
 
 @pytest.mark.parametrize("split_name, catalog_name, matches", [
