@@ -182,11 +182,16 @@ def _convert(value: Any, hint: Any) -> Any:
     return value
 
 
+class _Text(str):
+    """A ``--set`` value: text to read as YAML against its field's type (a YAML file's values
+    and typed option values are used as they are)."""
+
+
 def _parse_text(key: str, text: str, hint: Any) -> Any:
-    """A string given for a field that is not text (a ``--set`` value, a quoted YAML value)
-    read as YAML: ``20``, ``1e-3``, ``[20, 50]``, ``null``. Text fields keep it verbatim,
-    except ``null`` / ``~`` where the field is optional."""
-    args = typing.get_args(hint)
+    """A ``--set`` value read as YAML (``20``, ``1e-3``, ``[20, 50]``, ``null``) for a field
+    that is not text; text fields keep it verbatim, except ``null`` / ``~`` where the field
+    is optional."""
+    args, text = typing.get_args(hint), str(text)
     if hint is str:
         return text
     if str in args:
@@ -208,7 +213,7 @@ def _apply(section: str, obj: ConfigSection, values: dict) -> None:
                 else short_repr(name)
             raise ConfigError(f"unknown config key {section}.{shown}; known: "
                               f"{', '.join(sorted(fields))}")
-        if isinstance(value, str):
+        if isinstance(value, _Text):
             value = _parse_text(f"{section}.{name}", value, hints[name])
         setattr(obj, name, _convert(value, hints[name]))
 
@@ -254,9 +259,11 @@ def _check_layer(layer: dict, where: str = "") -> None:
 
 
 def resolve(model: str | None = None, files: list[str | Path] = (),
-            overrides: list[str] = ()) -> RunConfig:
+            overrides: list[str] = (), options: dict[str, Any] | None = None) -> RunConfig:
     """Build and validate a run config: defaults, then each YAML file, then ``key=value``
-    overrides (``data.protocol=ratio``, ``model.num_factors=10``, ``train.epochs=5``)."""
+    overrides (``data.protocol=ratio``, ``model.num_factors=10``, ``train.epochs=5``), whose
+    values are YAML text, then ``options``: values by key as they are, never parsed (a
+    command-line option's ``{"data.split_dir": "null"}`` is the folder named ``null``)."""
     layers = [_load_file(f) for f in files]
     sets: dict[str, dict] = {}
     for item in overrides:
@@ -265,9 +272,12 @@ def resolve(model: str | None = None, files: list[str | Path] = (),
         if not eq or not dot:
             raise ConfigError(f"--set {short_repr(item)}: expected section.key=value, e.g. "
                               f"model.tau=0.2")
-        sets.setdefault(section, {})[name] = value
-    layers.append(sets)
-    return _merge(model, layers)
+        sets.setdefault(section, {})[name] = _Text(value)
+    typed: dict[str, dict] = {}
+    for key, value in (options or {}).items():
+        section, _, name = key.partition(".")
+        typed.setdefault(section, {})[name] = value
+    return _merge(model, [*layers, sets, typed])
 
 
 def _merge(model: str | None, layers: list[dict]) -> RunConfig:

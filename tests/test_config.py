@@ -192,3 +192,21 @@ def test_a_config_file_must_be_a_small_regular_file(tmp_path):
     big.write_text("model: {tau: 0.2}\n" + "#" * MAX_CONFIG_BYTES)
     with pytest.raises(ConfigError, match="big.yaml: .* bytes; a config file is at most"):
         resolve("macridvae", [big])
+
+
+def test_only_set_values_are_parsed_as_yaml_text(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text('data: {split_dir: "null", delimiter: "~"}\ntrain: {epochs: "7"}\n')
+    from_file = resolve("macridvae", [f])
+    assert (from_file.data.split_dir, from_file.data.delimiter) == ("null", "~")
+    assert from_file.train.epochs == 7  # a number written as text still converts
+    from_set = resolve("macridvae", overrides=["data.split_dir=null", "data.delimiter=~"])
+    assert (from_set.data.split_dir, from_set.data.delimiter) == (None, None)
+    typed = resolve("macridvae", overrides=["data.split_dir=a"],
+                    options={"data.split_dir": "null", "data.rating_threshold": 3.5})
+    assert (typed.data.split_dir, typed.data.rating_threshold) == ("null", 3.5)
+    with pytest.raises(ConfigError, match=r"^train\.epochs=None: expected int$"):
+        resolve("macridvae", options={"train.epochs": None})
+    f.write_text('train: {ks: "[20, 50]"}\n')
+    with pytest.raises(ConfigError, match=r"^train\.ks=\['\[20, 50\]'\]: expected list\[int\]"):
+        resolve("macridvae", [f])
