@@ -23,7 +23,7 @@ import yaml
 from .files import FileError, FileMissingError, check_regular, read_bytes
 from .models import MODELS
 from .models.base import (FLOAT32_MAX, ConfigSection, Constraint, Interval, Items, ModelConfig,
-                          Options, matches_hint, short_repr)
+                          NonBlank, Options, matches_hint, short_repr)
 
 #: Largest config file read (a config is a few hundred bytes).
 MAX_CONFIG_BYTES = 1 << 20
@@ -69,6 +69,9 @@ class DataConfig(ConfigSection):
     delimiter: str | None = None
 
     constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
+        "dataset": (NonBlank("a dataset name or csv:PATH"),),
+        "data_dir": (NonBlank("a folder path or null"),),
+        "split_dir": (NonBlank("a folder path or null"),),
         "protocol": (Options("heldout", "ratio", "given"),),
         "seed": (SEED,),
         "heldout_users": (Interval(int, 1, None, accepted="a count >= 1"),

@@ -146,7 +146,7 @@ def test_constraint_tables_name_fields_and_the_defaults_satisfy_them(section, cl
 
 
 def test_constraints_say_what_they_accept():
-    from disentangle.models.base import Interval, Items, Options
+    from disentangle.models.base import Interval, Items, NonBlank, Options
     lr = Interval(float, 0, None, closed="neither")
     assert (lr.accepted, lr(1e-3), lr(0.0), lr(True)) == ("a number > 0", True, False, False)
     count = Interval(int, 1, None)
@@ -158,6 +158,9 @@ def test_constraints_say_what_they_accept():
     protocol = Options("heldout", "ratio", "given")
     assert (protocol.accepted, protocol("ratio"), protocol("kfold")) == \
         ("heldout, ratio or given", True, False)
+    name = NonBlank()
+    assert (name.accepted, name("ml-1m"), name(" "), name("")) == \
+        ("a non-blank text", True, False, False)
     ks = Items(count, min_len=1)
     assert (ks([20, 50]), ks([]), ks([0]), ks(20)) == (True, False, False, False)
     assert ks.accepted == "a list of items (at least 1), each an integer >= 1"

@@ -101,6 +101,16 @@ class Options(Constraint):
         return any(type(value) is type(v) and value == v for v in self.values)
 
 
+class NonBlank(Constraint):
+    """Text with at least one character that is not white space (a name or a path)."""
+
+    def __init__(self, accepted: str = "a non-blank text") -> None:
+        self.accepted = accepted
+
+    def __call__(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+
 class Items(Constraint):
     """A list of at least ``min_len`` items, each accepted by ``item``."""
 
