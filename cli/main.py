@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import re
 import shlex
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -187,7 +185,7 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
     Ctrl-C or SIGTERM keeps the last finished epoch and prints the command that continues it.
     """
     from disentangle.config import resolve
-    from disentangle.runs import read_config, resolve_device
+    from disentangle.runs import default_path, read_config, resolve_device
     from disentangle.train.run import fit as run_fit
     from disentangle.train.run import resume as run_resume
 
@@ -218,10 +216,7 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
         cfg = read_config(run_dir)
     else:
         cfg = resolve(model, list(configs), sets)
-        # a csv:PATH dataset names the folder by its file name, never by a path
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.data.dataset).name).strip("._") or "data"
-        run_dir = Path(out) if out else Path("runs") / (
-            f"{cfg.model_name}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = Path(out) if out else default_path(cfg)
         results = run_fit(cfg, run_dir, device, progress=not quiet, on_start=announce)
     click.echo(results_table(results, cfg.model_name, cfg.train.ks))
     if not no_report:

@@ -25,6 +25,7 @@ from .folder import (
     SPLIT,
     RunFolder,
     RunFolderError,
+    default_path,
     read_config,
     read_metrics,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "RunFolder",
     "RunFolderError",
     "atomic_write",
+    "default_path",
     "load_checkpoint",
     "load_run",
     "read_config",

@@ -34,7 +34,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,8 @@ CONFIG, DATA, SPLIT, METRICS = "config.yaml", "data.json", "split.safetensors", 
 BEST, LAST, RESULTS = "best.safetensors", "last.safetensors", "results.json"
 #: Every file a run folder holds (``inspect`` adds its own subfolder).
 FILES = (CONFIG, DATA, SPLIT, METRICS, BEST, LAST, RESULTS)
+#: A model checkpoint names the model's tensors by their state-dict key after this prefix.
+MODEL_PREFIX = "model."
 
 MiB = 1 << 20
 CONFIG_BYTES = MiB
@@ -236,9 +240,13 @@ class RunFolder:
             return {}
         return {"config": self._config, "split_sha256": self._split_sha256}
 
-    def save_model(self, name: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Save a checkpoint (``best`` or ``last``) with the run's signature."""
+    def save_model(self, name: str, state: dict[str, Tensor], meta: dict[str, Any],
+                   extra: dict[str, Tensor] | None = None) -> None:
+        """Save the model ``state`` (a state dict) and ``extra`` tensors (the optimiser's, the
+        RNG states) as the checkpoint ``name`` (``best`` or ``last``), signed with the run's
+        signature."""
         signature = self.signature()
+        tensors = {f"{MODEL_PREFIX}{k}": v for k, v in state.items()} | (extra or {})
         save_checkpoint(self.file(name), tensors, {**meta, "run": signature} if signature
                         else meta)
 
@@ -263,7 +271,8 @@ class RunFolder:
             raise CheckpointError(f"{path}: holds a {meta.get('model')!r} model, the config "
                                   f"names {model.name!r}")
         self._check_signature(path, meta.get("run"))
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items()
+                 if k.startswith(MODEL_PREFIX)}
         bad = non_finite(state)
         if bad:
             raise CheckpointError(f"{path}: the model holds NaN or infinite values (in "
@@ -326,6 +335,13 @@ class RunFolder:
 
     def write_results(self, results: dict[str, Any]) -> None:
         write_json(self.file(RESULTS), results)
+
+
+def default_path(cfg: RunConfig, root: str | Path = "runs") -> Path:
+    """``root/<model>-<dataset>-<time>``; a ``csv:PATH`` dataset is named by its file name
+    (never by a path), reduced to letters, digits, ``.``, ``_`` and ``-``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.data.dataset).name).strip("._") or "data"
+    return Path(root) / f"{cfg.model_name}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -105,11 +105,10 @@ class Trainer:
     def save(self) -> None:
         """Write the resumable checkpoint ``last.safetensors``."""
         opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.batches"] = self.generator.get_state()
-        self.folder.save_model(LAST, tensors, {**self._state_meta(), "optimizer": opt_meta})
+        extra = {**opt_tensors, "rng.torch": torch.get_rng_state(),
+                 "rng.batches": self.generator.get_state()}
+        self.folder.save_model(LAST, self.model.state_dict(),
+                               {**self._state_meta(), "optimizer": opt_meta}, extra)
         self.saved_epoch = self.epoch
 
     def resume(self) -> None:
@@ -186,9 +185,8 @@ class Trainer:
             if self.folder is not None:
                 with _deferred_interrupt():  # Ctrl-C here still saves this epoch whole
                     if improved:
-                        self.folder.save_model(
-                            BEST, {f"model.{k}": v for k, v in self.best_state.items()},
-                            {**self._state_meta(), "valid": record.get("valid")})
+                        self.folder.save_model(BEST, self.best_state, {
+                            **self._state_meta(), "valid": record.get("valid")})
                     self.folder.append_metrics(record)
                     self.save()
             if cfg.patience and self.stale >= cfg.patience:
@@ -200,9 +198,7 @@ class Trainer:
                 and not os.path.lexists(self.folder.file(BEST)):
             # no evaluation at all (epochs=0): the untrained model is the run's model
             self._check_finite(self.epoch)
-            self.folder.save_model(BEST, {f"model.{k}": v for k, v in
-                                          self.model.state_dict().items()},
-                                   self._state_meta())
+            self.folder.save_model(BEST, self.model.state_dict(), self._state_meta())
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return {"best_epoch": self.best_epoch, cfg.select: self.best_value}

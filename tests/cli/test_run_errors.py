@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 

@@ -120,8 +120,7 @@ def signed_run(tmp_path, cfg, split):
     folder.write_config(cfg)
     folder.save_split(split)
     model = build_model(cfg, split)
-    folder.save_model(BEST, {f"model.{k}": v for k, v in model.state_dict().items()},
-                      {"model": model.name, "epoch": 1})
+    folder.save_model(BEST, model.state_dict(), {"model": model.name, "epoch": 1})
     return folder, model
 
 
