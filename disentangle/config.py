@@ -22,8 +22,18 @@ import yaml
 
 from .files import FileError, FileMissingError, check_regular, read_bytes
 from .models import MODELS
-from .models.base import (FLOAT32_MAX, ConfigSection, Constraint, Interval, Items, ModelConfig,
-                          NonBlank, Options, matches_hint, short_repr)
+from .models.base import (
+    FLOAT32_MAX,
+    ConfigSection,
+    Constraint,
+    Interval,
+    Items,
+    ModelConfig,
+    NonBlank,
+    Options,
+    matches_hint,
+    short_repr,
+)
 
 #: Largest config file read (a config is a few hundred bytes).
 MAX_CONFIG_BYTES = 1 << 20

@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-
 #: Bound of a 64-bit signed integer: every ``int`` field ends up in a torch or numpy int64.
 INT64 = 2 ** 63
 #: Largest float32: every ``float`` field ends up in float32 arithmetic (a learning rate of

@@ -17,8 +17,15 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from disentangle.config import (MAX_CONFIG_BYTES, SECTIONS, ConfigError, DataConfig,
-                                TrainConfig, _merge, resolve)
+from disentangle.config import (
+    MAX_CONFIG_BYTES,
+    SECTIONS,
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    _merge,
+    resolve,
+)
 from disentangle.models import MODELS
 from disentangle_cli.main import main
 
