@@ -187,6 +187,13 @@ def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, 
             yield number, text.rstrip("\r\n")
 
 
+def _nonempty(path: Path, rows, layout: str):
+    """``rows`` read from ``path``; an empty file (or one of blank lines) is a DataError."""
+    if not rows:
+        raise DataError(f"{_existing(path)}: no rows; expected {layout}")
+    return rows
+
+
 def _bad(path: Path, line: int, problem: str) -> DataError:
     return DataError(f"{_existing(path)}: line {line}: {problem}")
 
@@ -247,6 +254,7 @@ def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
         users.append(row[1])
         items.append(row[2])
         ratings.append(_number(path, n, "rating", row[3]))
+    _nonempty(path, users, "userId,movieId,rating,timestamp rows after the header")
     keep = np.array(ratings) >= options.rating_threshold
     meta = {}
     path = _existing(root / "movies.csv")
@@ -257,6 +265,7 @@ def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
         cats = [] if genres == "(no genres listed)" else genres.split("|")
         _int_id(path, n, "movieId", movie_id)
         meta[movie_id.strip()] = (title, cats)
+    _nonempty(path, meta, "movieId,title,genres rows after the header")
     names = sorted({c for _, cs in meta.values() for c in cs})
     return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
                   names, options)
@@ -273,10 +282,12 @@ def _load_ml_100k(root: Path, options: LoadOptions) -> Source:
         users.append(row[1])
         items.append(row[2])
         ratings.append(_number(path, n, "rating", row[3]))
+    _nonempty(path, users, "rows of user item rating timestamp")
     keep = np.array(ratings) >= options.rating_threshold
     path = _existing(root / "u.genre")
-    names = [_fields(path, n, line.split("|"), 2, "genre|index")[0]
-             for n, line in _numbered_lines(path, "latin-1") if line.strip()]
+    names = _nonempty(path, [_fields(path, n, line.split("|"), 2, "genre|index")[0]
+                             for n, line in _numbered_lines(path, "latin-1") if line.strip()],
+                      "rows of genre|index")
     meta = {}
     path = _existing(root / "u.item")
     for n, line in _numbered_lines(path, "latin-1"):
@@ -289,6 +300,7 @@ def _load_ml_100k(root: Path, options: LoadOptions) -> Source:
         _int_id(path, n, "item", parts[0])
         meta[parts[0].strip()] = (
             parts[1], [g for g, x in zip(names, flags) if x == "1"])
+    _nonempty(path, meta, "rows of id|title|...|one flag per genre")
     return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
                   names, options)
 
@@ -310,6 +322,7 @@ def _read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 _int_id(path, n, "user" if k == 0 else "item", p)
         users.extend(parts[:1] * (len(parts) - 1))
         items.extend(parts[1:])
+    _nonempty(path, users, "rows of 'user item item ...'")
     return np.array(users, dtype=str), np.array(items, dtype=str)
 
 
@@ -329,6 +342,7 @@ def _load_ml_1m(root: Path, options: LoadOptions) -> Source:
         if movie < 1:
             raise _bad(path, n, f"MovieID {movie_id!r}: MovieLens ids start at 1")
         meta[str(movie - 1)] = (title, genres.split("|"))
+    _nonempty(path, meta, "rows of MovieID::Title::Genres")
     names = sorted({c for _, cs in meta.values() for c in cs})
     return _build(np.concatenate([u1, u2]), np.concatenate([i1, i2]), meta, names, options)
 

@@ -237,6 +237,15 @@ def test_tiny_copies_of_named_datasets_load(tmp_path, name, size):
      "line 2: movieId 'm1' is not a non-negative integer id"),
     ("ml-latest-small", "movies.csv", "movieId,title,genres\n1,A (1995)\n",
      "line 2: 2 fields, expected 3: movieId,title,genres"),
+    # an empty file of a named dataset is a damaged copy, not a dataset without rows
+    ("ml-100k", "u.data", "", "no rows; expected rows of user item rating timestamp"),
+    ("ml-100k", "u.item", "\n", "no rows; expected rows of id|title"),
+    ("ml-100k", "u.genre", "", "no rows; expected rows of genre|index"),
+    ("ml-1m", "implicit_train.txt", "", "no rows; expected rows of 'user item item ...'"),
+    ("ml-1m", "movies.dat", "", "no rows; expected rows of MovieID::Title::Genres"),
+    ("gowalla", "test.txt", "\n\n", "no rows; expected rows of 'user item item ...'"),
+    ("ml-latest-small", "ratings.csv", "userId,movieId,rating,timestamp\n", "no rows"),
+    ("ml-latest-small", "movies.csv", "", "no rows; expected movieId,title,genres rows"),
 ])
 def test_a_bad_row_in_a_named_dataset_names_file_and_line(tmp_path, name, file, content,
                                                           message):
