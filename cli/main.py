@@ -143,7 +143,8 @@ DEVICE = click.option("--device", type=str, default="auto", show_default=True,
 
 @main.command()
 @click.option("--model", "model", type=str, default=None,
-              help="Model to train: macridvae or disengcn (or model.name in --config).")
+              help="Model to train: macridvae, disengcn, or a baseline (ease, itemknn, bpr, multvae, "
+                   "multdae, lightgcn); or model.name in --config.")
 @click.option("--dataset", type=str, default=None,
               help="Dataset name (see `disentangle datasets`), or csv:PATH for your own file of "
                    "user, item[, rating[, timestamp]] rows; default ml-latest-small, embedded.")
@@ -190,13 +191,12 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
     from disentangle.train.run import resume as run_resume
 
     resolve_device(device)  # a bad --device before anything else
-    sets = list(overrides)
-    for key, value in (("data.dataset", dataset), ("data.delimiter", delimiter),
-                       ("data.rating_threshold", rating_threshold), ("data.data_dir", data_dir),
-                       ("data.split_dir", split_dir), ("data.protocol", protocol),
-                       ("train.epochs", epochs), ("train.seed", seed)):
-        if value is not None:
-            sets.append(f"{key}={value}")
+    # typed option values, never parsed as YAML text: --split-dir null is the folder 'null'
+    options = {key: value for key, value in (
+        ("data.dataset", dataset), ("data.delimiter", delimiter),
+        ("data.rating_threshold", rating_threshold), ("data.data_dir", data_dir),
+        ("data.split_dir", split_dir), ("data.protocol", protocol), ("train.epochs", epochs),
+        ("train.seed", seed)) if value is not None}
 
     def announce(path: Path) -> None:
         click.echo(f"run directory: {path}", err=True)
@@ -215,15 +215,21 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
         results = run_resume(run_dir, epochs, device, progress=not quiet, on_start=announce)
         cfg = read_config(run_dir)
     else:
-        cfg = resolve(model, list(configs), sets)
+        cfg = resolve(model, list(configs), list(overrides), options)
         run_dir = Path(out) if out else default_path(cfg)
         results = run_fit(cfg, run_dir, device, progress=not quiet, on_start=announce)
     click.echo(results_table(results, cfg.model_name, cfg.train.ks))
     if not no_report:
+        from disentangle.models.base import FactorRecommender
         from disentangle.runs import load_run
         from disentangle.viz.report import inspect_run
 
-        click.echo(f"report: {inspect_run(load_run(run_dir))['report']}")
+        run = load_run(run_dir)
+        if isinstance(run.model, FactorRecommender):
+            click.echo(f"report: {inspect_run(run)['report']}")
+        else:
+            click.echo(f"report: none ({cfg.model_name} is a ranking-only baseline and has no "
+                       f"factors)")
 
 
 def results_table(results: dict, model: str, ks) -> str:
@@ -288,6 +294,11 @@ def recommend(run_dir, user, k, explain):
         raise UnknownUser(f"unknown user id {user!r} in {run_dir} "
                           f"({run.split.train.num_users} users)") from None
     click.echo(f"top {k} for user {user} ({recs['history_size']} known items):")
+    if recs["items"] and "factor" not in recs["items"][0]:
+        click.echo(f"{'rank':>4}  title")
+        for r, row in enumerate(recs["items"], 1):
+            click.echo(f"{r:>4}  {row['title']}")
+        return
     click.echo(f"{'rank':>4}  {'factor':>6} {'share':>5}  title")
     for r, row in enumerate(recs["items"], 1):
         click.echo(f"{r:>4}  {row['factor']:>6} {row['share']:>5.2f}  {row['title']}")

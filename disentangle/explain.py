@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from .metrics.ranking import to_torch_csr
+from .models.base import FactorRecommender
 
 
 def user_index(data, raw_user: str) -> int:
@@ -35,8 +36,8 @@ def known_items(split, user: int) -> sp.csr_matrix:
 def recommend(run, raw_user: str, k: int = 10) -> dict[str, Any]:
     """Top-``k`` unseen items for the user with raw id ``raw_user`` (``KeyError`` if unknown).
 
-    Each item carries its score, title, and the factor with the largest share in
-    ``model.explain`` (with that share).
+    Each item carries its score, its title and, for a factor model, the factor with the largest
+    share in ``model.explain`` (with that share).
     """
     data = run.split.train
     user = user_index(data, raw_user)
@@ -47,9 +48,11 @@ def recommend(run, raw_user: str, k: int = 10) -> dict[str, Any]:
     scores = model.score(users, history)[0].clone()
     scores[torch.from_numpy(row.indices.astype(np.int64))] = -torch.inf
     top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum()))).indices
-    shares = model.explain(users, history, top[None])[0]
     titles = data.item_titles if data.item_titles is not None else data.item_ids
-    items = [{"item": str(data.item_ids[i]), "title": str(titles[i]), "score": float(scores[i]),
-              "factor": int(shares[n].argmax()), "share": float(shares[n].max())}
-             for n, i in enumerate(top.tolist())]
+    items = [{"item": str(data.item_ids[i]), "title": str(titles[i]), "score": float(scores[i])}
+             for i in top.tolist()]
+    if isinstance(model, FactorRecommender):  # baselines have no factors to name
+        shares = model.explain(users, history, top[None])[0]
+        for n, item in enumerate(items):
+            item.update(factor=int(shares[n].argmax()), share=float(shares[n].max()))
     return {"user": str(raw_user), "history_size": row.nnz, "items": items}

@@ -1,4 +1,6 @@
-"""The K-factor contract every recommender in :mod:`disentangle.models` implements.
+"""The K-factor contract every disentangled model in :mod:`disentangle.models` implements
+(on top of the ranking contract of :mod:`disentangle.models.recommender`), and the config
+sections' validation.
 
 The trainer, the ranking evaluation, the factor metrics, the plots and the explanations are
 written once against this interface (DESIGN.md, "The K-factor contract").
@@ -18,11 +20,12 @@ import reprlib
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from .recommender import Recommender
 
 #: Bound of a 64-bit signed integer: every ``int`` field ends up in a torch or numpy int64.
 INT64 = 2 ** 63
@@ -225,46 +228,12 @@ class ModelConfig(ConfigSection):
     """
 
 
-class FactorRecommender(torch.nn.Module, ABC):
-    """A recommender whose representations are split into ``K`` factors.
-
-    Subclasses set :attr:`name`, :attr:`Config` and :attr:`supports_new_users`, and build
-    themselves with ``Model(config, train_data)``.
+class FactorRecommender(Recommender):
+    """A recommender whose representations are split into ``K`` factors: the ranking contract
+    of :class:`~disentangle.models.recommender.Recommender` plus the K-factor contract below.
     """
 
-    name: ClassVar[str]
-    Config: ClassVar[type[ModelConfig]]
-    #: Whether the model scores users it did not see in training from ``history`` alone
-    #: (needed by the held-out-user protocol).
-    supports_new_users: ClassVar[bool]
-    #: Run-config values that differ from the global defaults for this model, as
-    #: ``{"data": {...}, "train": {...}}`` (e.g. its usual protocol and cut-offs).
-    defaults: ClassVar[dict] = {}
-    #: Model-config values for keys that a saved run's config lacks because it was written
-    #: before the key existed, when the new default would change the saved model.
-    saved_run_defaults: ClassVar[dict] = {}
-
     num_factors: int
-
-    # -- training -----------------------------------------------------------------------
-    @abstractmethod
-    def batches(self, train, generator: torch.Generator) -> Iterator[Any]:
-        """Yield one epoch of training batches drawn from ``train`` (an InteractionData)."""
-
-    def num_batches(self, train) -> int | None:
-        """How many batches :meth:`batches` yields for ``train`` (the progress bar's total),
-        or ``None`` when unknown."""
-        return None
-
-    @abstractmethod
-    def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
-        """Return the scalar training loss of ``batch`` at global update ``step`` and a dict of
-        its named parts (floats) for logging."""
-
-    # -- ranking ------------------------------------------------------------------------
-    @abstractmethod
-    def score(self, users: Tensor, history: Tensor) -> Tensor:
-        """``B x M`` preference scores (higher is better) for every item."""
 
     # -- K-factor contract --------------------------------------------------------------
     @abstractmethod

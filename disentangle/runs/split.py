@@ -36,7 +36,8 @@ def save_split(split: Split, split_path: Path, data_path: Path) -> str:
     ids = (json.dumps({
         "user_ids": data.user_ids.tolist(), "item_ids": data.item_ids.tolist(),
         "item_titles": None if data.item_titles is None else [str(x) for x in data.item_titles],
-        "category_names": list(data.category_names)}, indent=2, sort_keys=True) + "\n").encode()
+        "category_names": list(data.category_names),
+        "item_metadata": split.item_metadata}, indent=2, sort_keys=True) + "\n").encode()
     atomic_write(data_path, ids)
     return save_checkpoint(split_path, t, {"protocol": split.protocol, "seed": split.seed,
                                            "data_sha256": hashlib.sha256(ids).hexdigest()})
@@ -79,4 +80,5 @@ def _split_from(t: dict[str, torch.Tensor], meta: dict, d: dict) -> Split:
                                  shape=(len(users), m))
         return EvalSet(users, rows("history"), rows("target"))
 
-    return Split(train, eval_set("valid"), eval_set("test"), meta["protocol"], meta["seed"])
+    return Split(train, eval_set("valid"), eval_set("test"), meta["protocol"], meta["seed"],
+                 d.get("item_metadata"))

@@ -81,7 +81,7 @@ def build_split(cfg: RunConfig) -> Split:
             catalog = load_dataset(d.dataset, d.data_dir, options).data
         except FileNotFoundError:
             catalog = None  # titles and genres are optional for a ready split
-        return load_split_dir(d.split_dir, catalog)
+        return load_split_dir(d.split_dir, catalog, d.dataset)
     source = load_dataset(d.dataset, d.data_dir, options)
     extra: dict[str, Any] = {}
     if d.protocol == "heldout":

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..data.splits import Split
 from ..metrics.ranking import evaluate
-from ..models.base import FactorRecommender
+from ..models.recommender import ClosedFormRecommender, Recommender
 from ..runs.checkpoint import CheckpointError, non_finite
 from ..runs.folder import BEST, LAST, RunFolder, read_metrics
 from .checkpoint import load_optimizer, optimizer_tensors
@@ -67,7 +67,7 @@ class Trainer:
     """Train ``model`` on ``split`` and keep the best epoch.
 
     Args:
-        model: a :class:`~disentangle.models.base.FactorRecommender`.
+        model: a :class:`~disentangle.models.recommender.Recommender`.
         split: the data, from :func:`~disentangle.data.make_split`.
         config: optimisation and selection settings.
         run_dir: the run folder (a path or a :class:`~disentangle.runs.RunFolder`) where
@@ -76,7 +76,7 @@ class Trainer:
         progress: show progress bars.
     """
 
-    def __init__(self, model: FactorRecommender, split: Split, config: TrainConfig,
+    def __init__(self, model: Recommender, split: Split, config: TrainConfig,
                  run_dir: str | Path | RunFolder | None = None,
                  device: str | torch.device = "cpu", progress: bool = True) -> None:
         self.model = model
@@ -163,7 +163,7 @@ class Trainer:
             self._check_finite(self.epoch + 1)
             self.epoch += 1
             improved = False
-            postfix = {"loss": f"{record['loss']:.4g}"}
+            postfix = {"loss": f"{record['loss']:.4g}"} if "loss" in record else {}
             if not self.split.has_validation:  # nothing to select on: the last epoch is the model
                 improved = True
             elif self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
@@ -209,6 +209,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
+        if isinstance(self.model, ClosedFormRecommender):  # one solve in place of the batches
+            parts = self.model.fit_closed_form(self.split.train)
+            return {"epoch": self.epoch + 1, "step": self.step, **parts,
+                    "seconds": round(time.perf_counter() - start, 4)}
         totals: dict[str, float] = {}
         n = 0
         batches = tqdm(self.model.batches(self.split.train, self.generator), leave=False,

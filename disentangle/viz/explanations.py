@@ -17,6 +17,7 @@ import torch
 
 from ..explain import known_items, recommend, user_index
 from ..metrics.factors import factor_category_matrix
+from ..models.recommender import require_factors
 
 __all__ = [
     "eval_mode",
@@ -124,7 +125,10 @@ def explain_recommendations(run, raw_user: str, k: int = 10, *, top_categories: 
       for held-out users, as :func:`~disentangle.explain.known_items`) with the largest
       weight in that factor (``item_factor_weights()[:, factor]``; ties go to the more
       popular item), as ``{"item", "title", "weight"}``.
+
+    A model without factors raises :class:`~disentangle.models.recommender.NoFactorsError`.
     """
+    require_factors(run.model, "recommend --explain")
     data = run.split.train
     recs = recommend(run, raw_user, k)
     weights = item_weights(run.model)

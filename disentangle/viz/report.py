@@ -34,6 +34,7 @@ import torch
 from ..explain import known_items, recommend
 from ..metrics.factors import channel_correlation, factor_report
 from ..metrics.ranking import to_torch_csr
+from ..models.recommender import require_factors
 from ..runs import atomic_write, read_metrics, write_json
 from . import plots
 from .explanations import (
@@ -167,7 +168,7 @@ def inspect_run(run: Run, out_dir: str | Path | None = None, user: str | None = 
     :func:`~disentangle.viz.explanations.explain_recommendations`), and the paths
     ``report``, ``factors`` and ``plots`` (name to path).
     """
-    model = run.model
+    model = require_factors(run.model, "disentangle inspect")
     data = run.split.train
     out = Path(out_dir) if out_dir is not None else Path(run.path) / INSPECT
     out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +475,7 @@ def _html(run, metrics, wording, figures, raw_user, user_png, explanations, n_kn
     summary = [
         ("model", f"{cfg.model_name} — {run.model!r}"),
         ("factors", f"K = {metrics.get('num_factors')}" + (f", d = {dim} each" if dim else "")),
-        ("dataset", f"{cfg.data.dataset}: {data.num_users} users, {data.num_items} items, "
+        ("dataset", f"{cfg.data.split_dir or cfg.data.dataset}: {data.num_users} users, {data.num_items} items, "
                     f"{data.num_interactions} training interactions"
                     + (f", {len(data.category_names)} categories" if has_cats else "")),
         ("protocol", (f"{split.protocol} (split seed {split.seed}); {len(split.valid)} "
@@ -483,6 +484,8 @@ def _html(run, metrics, wording, figures, raw_user, user_png, explanations, n_kn
                         f"{cfg.train.select}" if split.has_validation else
                         f"{run.best_epoch}, the last (no validation set)")),
     ]
+    if split.item_metadata:
+        summary.append(("titles and categories", split.item_metadata))
     kv = "".join(f'<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in summary)
     figs = "".join(
         f'<figure id="fig-{p.stem}"><h3>{_e(h)}</h3>{_img(p, h)}<figcaption>{_e(c)}'
@@ -490,7 +493,7 @@ def _html(run, metrics, wording, figures, raw_user, user_png, explanations, n_kn
     anchors = [("run", "Run"), ("factor-metrics", "Factor metrics"), ("figures", "Pictures"),
                ("user", f"User {raw_user}")]
     nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in anchors)
-    title = f"{cfg.model_name} on {cfg.data.dataset}"
+    title = f"{cfg.model_name} on {cfg.data.split_dir or cfg.data.dataset}"
     cats_note = (", under the factor's most over-represented categories (×lift = how much "
                  "more common the category is in the factor than among all items; ×1.00 = "
                  "just as common, so lifts near 1 mean the factor is not about any category "
