@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from ..explain import known_items, recommend, user_index
 from ..metrics.factors import factor_category_matrix
 from ..models.recommender import require_factors
+
+if TYPE_CHECKING:
+    from ..runs import Run
 
 __all__ = [
     "eval_mode",
@@ -101,12 +104,12 @@ def factor_top_categories(item_factor_weights, item_categories, category_names, 
     return out
 
 
-def explain_recommendations(run, raw_user: str, k: int = 10, *, top_categories: int = 3,
+def explain_recommendations(run: Run, raw_user: str, k: int = 10, *, top_categories: int = 3,
                             top_history: int = 3) -> list[dict[str, Any]]:
     """The top-``k`` recommendations of a user, each with its factor and why.
 
     Args:
-        run: a loaded run (:func:`disentangle.train.run.load_run`).
+        run: a loaded run (:func:`disentangle.runs.load_run`).
         raw_user: the user's raw id (``KeyError`` if the run does not know it).
         k: number of recommendations.
         top_categories: categories listed per factor (see :func:`factor_top_categories`).

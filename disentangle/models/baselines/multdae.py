@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -93,10 +94,10 @@ class MultDAE(Recommender):
         self.input_table = torch.nn.Parameter(torch.empty(m, widths[0]))  # first layer, M x h
         self.input_bias = torch.nn.Parameter(torch.empty(widths[0]))
         self.encoder = torch.nn.ModuleList(
-            torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+            torch.nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         back = [*dims[::-1], m]
         self.decoder = torch.nn.ModuleList(
-            torch.nn.Linear(a, b) for a, b in zip(back[:-1], back[1:]))
+            torch.nn.Linear(a, b) for a, b in itertools.pairwise(back))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
