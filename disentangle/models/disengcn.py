@@ -1,15 +1,18 @@
 """DisenGCN on the user–item graph: free K-factor embeddings refined by neighbourhood routing.
 
-The layer is DisenGCN's (Ma et al., ICML 2019, :class:`~disentangle.nn.disen_conv.DisenConv`);
-the recommender around it follows DGCF (Wang et al., SIGIR 2020, "Disentangled Graph
-Collaborative Filtering"): free user and item embeddings split into ``K`` channels, routing
-over the bipartite graph in both directions, layer outputs averaged, inner-product scores,
-BPR with L2 on the batch's embeddings and an optional distance-correlation penalty between
-channels. Defaults are DGCF's gowalla setting (4 factors of 16 dimensions, one layer, two
-routing iterations, L2 weight 1e-3, correlation weight 0.01) except the batch size: by
-default every update propagates the whole graph, which costs about the same for 2000 or 8192
-edges, so on a CPU larger batches make more progress per second (4x fewer updates per epoch;
-raise the learning rate with them, e.g. Adam 5e-3 rather than DGCF's 1e-3). With
+The layer is DisenGCN's (Ma et al., ICML 2019, :class:`~disentangle.nn.disen_conv.DisenConv`)
+with DGCF's linear output; the recommender around it follows DGCF (Wang et al., SIGIR 2020,
+"Disentangled Graph Collaborative Filtering"): free user and item embeddings split into ``K``
+channels, routing over the bipartite graph in both directions, inner-product scores, BPR
+with L2 on the batch's embeddings and DGCF's distance-correlation penalty between channels.
+The sizes are DGCF's gowalla setting (4 factors of 16 dimensions, one layer, two routing
+iterations, L2 weight 1e-3, correlation weight 0.01); three defaults differ from the papers
+so that the routing decides something (channels started on the graph's spectral clusters,
+routing temperature 0.02, the last layer's output as the representation; see
+:class:`DisenGCN`), and ``configs/disengcn-paper.yaml`` restores the papers' choices. By
+default every update propagates the whole graph, which costs about the same for 2000 or
+8192 edges, so on a CPU larger batches make more progress per second (4x fewer updates per
+epoch; raise the learning rate with them, e.g. Adam 5e-3 rather than DGCF's 1e-3). With
 ``neighbors=S`` an update routes only on the sampled neighbourhood of its batch (DisenGCN's
 own mini-batch training), which makes small batches cheap; ``benchmarks/disengcn_updates.py``
 measures both.
@@ -21,6 +24,8 @@ import math
 from collections.abc import Iterator
 from typing import ClassVar
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,40 +34,40 @@ from torch_geometric.utils import scatter
 from disentangle.data import InteractionData
 from disentangle.data.neighbors import incoming_csr, sample_blocks
 from disentangle.models.base import FactorRecommender, ModelConfig
+from disentangle.models.factor_init import spectral_factors
 from disentangle.nn.disen_conv import DisenConv
 
 _COMBINE = ("mean", "last")
 _LOSSES = ("bpr", "softmax")
-_OUTPUTS = ("normalized", "linear")
+_INITS = ("spectral", "normal")
 _SCORES = ("dot", "cosine")
 
 
 @dataclasses.dataclass
 class DisenGCNConfig(ModelConfig):
-    """Hyperparameters of :class:`DisenGCN`.
+    r"""Hyperparameters of :class:`DisenGCN`.
 
     Attributes:
         num_factors: ``K``, channels per user and item.
         factor_dim: ``d``, dimensions per channel (the embedding has ``K * d``).
         num_layers: ``L``, stacked :class:`DisenConv` layers.
         iterations: ``T``, routing iterations per layer.
-        tau: softmax temperature of the routing.
+        tau: softmax temperature of the routing. The routing scores are cosines in
+            ``[-1, 1]``, so at ``tau = 1`` no edge can commit to a factor (with ``K = 4`` the
+            largest possible weight is 0.711); at ``0.02`` a cosine lead of 0.1 is a factor
+            ``e^5`` in weight. DGCF and DisenGCN use 1.
         dropout: message dropout of the final aggregation of every layer.
-        layer_combine: ``"mean"``: final representation = mean of the (channel-normalised)
-            ego embedding and the ``L`` layer outputs, as DGCF and LightGCN combine layers;
-            ``"last"``: the output of layer ``L``.
-        layer_output: ``"normalized"``: DisenGCN's layer, unit-length channels;
-            ``"linear"``: every layer outputs the routed sum of the neighbours' raw channels
-            with LightGCN's weights ``1 / sqrt(|N(u)| |N(v)|)`` (DGCF's intent-aware
-            propagation; :class:`~disentangle.nn.disen_conv.DisenConv` with
-            ``output="linear"``), and ``layer_combine`` averages the raw embeddings.
-        keep_norm: (``layer_output="normalized"`` only) scale every channel of the final
-            representation by the norm of the node's free embedding in that channel. The
-            normalised routing layers work on unit channels, so
-            without it scores are bounded by ``K`` and the L2 penalty on the embeddings
-            constrains nothing; with it the routing decides directions and the (regularised)
-            embedding norms carry magnitude, as in the linear propagation of LightGCN and DGCF.
-        differentiable_routing: back-propagate through all routing iterations.
+        layer_combine: ``"last"``: the final representation is the output of layer ``L``,
+            so a node's free embedding reaches the scores only through the routed sums, in
+            the channels its edges are routed to; ``"mean"``: the mean of the ego embedding
+            and the ``L`` layer outputs, as DGCF and LightGCN combine layers (the ego term
+            then trains every channel of every node on every interaction, which undoes the
+            routing's specialisation: see ``docs/results.md``).
+        init: ``"spectral"``: the channels start on the clusters of the training graph
+            (:meth:`DisenGCN.reset_parameters`: spectral item vectors, spherical k-means into
+            ``K`` clusters, item ``i`` of cluster ``k`` starts with its vector in channel
+            ``k``, users with the mixture of their history); ``"normal"``: every entry
+            :math:`\mathcal{N}(0, 0.1^2)`, as LightGCN.
         batch_size: training edges (positive pairs) per update (DGCF: 2000; see the module
             docstring).
         neighbors: ``0``: every update propagates the whole graph; ``S > 0``: every update
@@ -88,8 +93,8 @@ class DisenGCNConfig(ModelConfig):
             popularity its own term. It is not part of any factor: :meth:`DisenGCN.explain`
             splits the inner product.
         reg_weight: weight of the L2 penalty ``0.5 * ||ego rows of the batch||^2 / B``.
-        cor_weight: weight of the mean distance correlation between pairs of channels
-            (0 disables it).
+        cor_weight: weight of the distance correlation between channels, summed over the
+            ``K - 1`` adjacent pairs ``(k, k+1)`` as DGCF defines it (0 disables it).
         cor_sample: the first ``cor_sample`` users and positive items of each batch (batches
             are shuffled, so a random sample) on which the distance correlation is computed.
         reject_positives: resample negatives that are training positives of the user
@@ -100,12 +105,10 @@ class DisenGCNConfig(ModelConfig):
     factor_dim: int = 16
     num_layers: int = 1
     iterations: int = 2
-    tau: float = 1.0
+    tau: float = 0.02
     dropout: float = 0.0
-    layer_combine: str = "mean"
-    layer_output: str = "linear"
-    keep_norm: bool = True
-    differentiable_routing: bool = False
+    layer_combine: str = "last"
+    init: str = "spectral"
     batch_size: int = 8192
     neighbors: int = 0
     loss: str = "bpr"
@@ -127,8 +130,7 @@ class DisenGCNConfig(ModelConfig):
         self.check("dropout", self.dropout, 0.0 <= self.dropout < 1.0, "a float in [0, 1)")
         self.check("layer_combine", self.layer_combine, self.layer_combine in _COMBINE,
                    f"one of {_COMBINE}")
-        self.check("layer_output", self.layer_output, self.layer_output in _OUTPUTS,
-                   f"one of {_OUTPUTS}")
+        self.check("init", self.init, self.init in _INITS, f"one of {_INITS}")
         self.check("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         self.check("neighbors", self.neighbors, self.neighbors >= 0, "an integer >= 0")
         self.check("loss", self.loss, self.loss in _LOSSES, f"one of {_LOSSES}")
@@ -149,37 +151,36 @@ class DisenGCN(FactorRecommender):
     Users and items get free embeddings :math:`\mathbf{e}` of ``K`` channels of ``d``
     dimensions. Each of the ``L`` :class:`~disentangle.nn.disen_conv.DisenConv` layers routes
     over both edge directions of the interaction graph (users aggregate their items, items
-    their users): the routing weights :math:`p_{v,k}` of each edge (a softmax over the
-    factors, computed on the channels' directions) decide which factor explains it. With the
-    default ``layer_output="linear"`` they split LightGCN's propagation between the factors,
-    as DGCF's intent-aware graphs do, and the final channels are the mean over the layers
-    (``layer_combine="mean"``),
+    their users): ``T`` routing iterations without gradient decide, per edge, a distribution
+    :math:`p_{v,k}` over the factors (a softmax at temperature ``tau`` over the cosines of
+    the channels), and the layer splits LightGCN's propagation between the factors with it,
+    as DGCF's intent-aware graphs do:
 
     .. math::
         \mathbf{x}^{(l)}_{u,k} = \sum_{v \in \mathcal{N}(u)}
             \frac{p^{(l)}_{v,k}}{\sqrt{|\mathcal{N}(u)||\mathcal{N}(v)|}}
-            \mathbf{x}^{(l-1)}_{v,k}, \qquad
-        \mathbf{u}_k = \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{x}^{(l)}_{u,k},
-        \quad \mathbf{x}^{(0)} = \mathbf{e},
+            \mathbf{x}^{(l-1)}_{v,k}, \qquad \mathbf{x}^{(0)} = \mathbf{e}.
 
-    and a user–item score is :math:`s_{ui} = \sum_k \langle \mathbf{u}_k, \mathbf{i}_k
-    \rangle` (with ``score="cosine"``, :math:`\mathbf{u}` and :math:`\mathbf{i}` are first
-    divided by their norms over all ``K`` channels; with ``item_bias``, a learned :math:`b_i`
-    is added).
-    With ``layer_output="normalized"`` the layers are DisenGCN's (unit channels
-    :math:`\mathbf{c}^{(l)}_{u,k}`), the mean is over the channel-normalised ego embedding and
-    the layer outputs, and each channel is rescaled by the norm of the node's free embedding
-    in it (``keep_norm``),
-
-    .. math::
-        \mathbf{u}_k = \|\mathbf{e}_{u,k}\| \cdot \frac{1}{L+1} \Big(
-            \frac{\mathbf{e}_{u,k}}{\|\mathbf{e}_{u,k}\|} + \sum_{l=1}^{L}
-            \mathbf{c}^{(l)}_{u,k} \Big).
-
-    so that with ``K = 1`` (and ``score="dot"``) the model is LightGCN. DGCF itself
+    The final channels are those of the last layer, :math:`\mathbf{u}_k =
+    \mathbf{x}^{(L)}_{u,k}` (``layer_combine="last"``), or the mean :math:`\frac{1}{L+1}
+    \sum_{l=0}^{L} \mathbf{x}^{(l)}_{u,k}` (``"mean"``, DGCF's), and a user–item score is
+    :math:`s_{ui} = \sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle` (with
+    ``score="cosine"``, :math:`\mathbf{u}` and :math:`\mathbf{i}` are first divided by their
+    norms over all ``K`` channels; with ``item_bias``, a learned :math:`b_i` is added). With
+    ``K = 1`` (and ``score="dot"``, ``init="normal"``) the model is LightGCN. DGCF itself
     normalises each factor's graph by its routed degrees :math:`\sum_v p_{v,k}` and
     accumulates its routing logits over iterations; here the degrees are the graph's, so the
     K factor graphs add up to LightGCN's.
+
+    Why the defaults (``init="spectral"``, ``tau=0.02``, ``layer_combine="last"``): the
+    routing only decides something if the channels differ before it runs, an edge can
+    commit to one factor, and the loss does not train every channel on every edge. From a
+    random start the channels have nothing to route on; at ``tau = 1`` the weights stay
+    near uniform; and with ``"mean"`` the ego term of the score trains all ``K`` channels of
+    both ends of every interaction, so every channel learns every cluster. With ``"last"`` a
+    node's embedding reaches the score only through the routed sums, channel ``k`` with
+    weight :math:`p_{v,k}`, so an item started in its cluster's channel is trained there.
+    The measurements are in ``docs/results.md``.
 
     Training draws, for every training edge, one item uniformly as its negative (resampled
     while it is a training positive of the user, if ``reject_positives``) and minimises
@@ -188,17 +189,18 @@ class DisenGCN(FactorRecommender):
         \mathcal{L} = \underbrace{\operatorname{mean}\,\mathrm{softplus}(s_{uj} - s_{ui})}_{bpr}
         + \lambda \underbrace{\tfrac{1}{2B}(\|\mathbf{e}_u\|^2 + \|\mathbf{e}_i\|^2
         + \|\mathbf{e}_j\|^2)}_{reg}
-        + \gamma \underbrace{\operatorname{mean}_{k < k'} \operatorname{dCor}(
-            \mathbf{X}_k, \mathbf{X}_{k'})}_{cor}
+        + \gamma \underbrace{\frac{2}{K(K+1)} \sum_{k=1}^{K-1} \operatorname{dCor}(
+            \mathbf{X}_k, \mathbf{X}_{k+1})}_{cor}
 
     with :math:`\mathbf{e}` the ego (input) embeddings of the batch and
     :math:`\mathbf{X}_k` channel :math:`k` of the final representations of a sample of the
-    batch's users and items. The whole graph is propagated for every batch, or, with
+    batch's users and items (DGCF's penalty: adjacent channel pairs, divided by
+    :math:`K(K+1)/2`). The whole graph is propagated for every batch, or, with
     ``neighbors=S``, the computation graph of the batch's users and items in which every node
     reads at most ``S`` neighbours per layer; a node with more reads ``S`` of them drawn
     uniformly with replacement (in the linear sum, scaled by :math:`|\mathcal{N}(u)| / S`, so
-    that it is unbiased for given routing weights; the routing itself, and DisenGCN's
-    normalised sum, are only approximated). With ``S`` at least the largest degree the update
+    that it is unbiased for given routing weights; the routing itself is only
+    approximated). With ``S`` at least the largest degree the update
     is exactly the full-graph one. With ``loss="softmax"`` the BPR term is replaced by
     the sampled softmax :math:`\operatorname{mean}\,[-\log \operatorname{softmax}(s_{ui} /
     \tau_s)]` over the positive and ``num_negatives`` uniform items shared by the batch (a
@@ -229,8 +231,6 @@ class DisenGCN(FactorRecommender):
     Config = DisenGCNConfig
     supports_new_users = False
     # BPR recommenders are compared at k=20 (LightGCN, DGCF) with recall = hits / |test|.
-    # runs saved before these keys existed used DisenGCN's unit channels, without rescaling
-    saved_run_defaults: ClassVar[dict] = {"keep_norm": False, "layer_output": "normalized"}
     defaults: ClassVar[dict] = {
         "data": {"protocol": "ratio"},
         "train": {"epochs": 100, "lr": 5e-3, "ks": [20, 50], "select": "recall@20"}}
@@ -254,8 +254,7 @@ class DisenGCN(FactorRecommender):
         self.convs = torch.nn.ModuleList(
             DisenConv(channels, config.num_factors, iterations=config.iterations,
                       tau=config.tau, dropout=config.dropout, self_loops="keep",
-                      differentiable_routing=config.differentiable_routing,
-                      output=config.layer_output, cached=True)
+                      output="linear", cached=True)
             for _ in range(config.num_layers))
 
         users, items = train_data.edge_index
@@ -274,16 +273,60 @@ class DisenGCN(FactorRecommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # DisenConv reads each channel's direction (keep_norm adds its norm back at the end);
-        # with Adam the angular step is about lr / norm: LightGCN's N(0, 0.1) rather than a
-        # fan-based init that would give 70k-row tables tiny norms and huge angular steps.
-        torch.nn.init.normal_(self.user_embedding.weight, std=0.1)
-        torch.nn.init.normal_(self.item_embedding.weight, std=0.1)
+        r"""Draw the embeddings (``init``) and zero the item biases.
+
+        ``"normal"``: every entry :math:`\mathcal{N}(0, 0.1^2)` (LightGCN's; with Adam the
+        angular step is about lr / norm, so 70k-row tables need no fan-based shrinking).
+        ``"spectral"``: :func:`~disentangle.models.factor_init.spectral_factors` on the
+        training graph gives every item a unit vector :math:`\hat{\mathbf{v}}_i` (its
+        spectral embedding, ``d`` dimensions) and a cluster :math:`c(i) \in \{1..K\}`
+        (spherical k-means); with :math:`s = 0.1\sqrt{d}` (the norm of a normal channel)
+
+        .. math::
+            \mathbf{e}_{i,k} = [k = c(i)]\, s\, \hat{\mathbf{v}}_i, \qquad
+            \mathbf{e}_{u,k} = \frac{s}{|\mathcal{N}(u)|} \sum_{i \in \mathcal{N}(u),\,
+                c(i) = k} \hat{\mathbf{v}}_i,
+
+        so an item's other channels are zero (cosine 0 to everything) and a user's channel
+        ``k`` is the share of cluster ``k`` in its history times the mean direction of those
+        items. The first routing then sends an edge to its item's cluster (cosine near 1
+        against 0 elsewhere). The k-means seed is drawn from torch's generator, so
+        ``torch.manual_seed`` fixes it.
+        """
+        if self.config.init == "normal":
+            torch.nn.init.normal_(self.user_embedding.weight, std=0.1)
+            torch.nn.init.normal_(self.item_embedding.weight, std=0.1)
+        else:
+            users, items = self._spectral_embeddings()
+            with torch.no_grad():
+                self.user_embedding.weight.copy_(users)
+                self.item_embedding.weight.copy_(items)
         if self.item_bias is not None:
             torch.nn.init.zeros_(self.item_bias)
         for conv in self.convs:
             conv.reset_parameters()
         self._invalidate()
+
+    def _spectral_embeddings(self) -> tuple[Tensor, Tensor]:
+        """The ``N x K*d`` and ``M x K*d`` starting embeddings of ``init="spectral"``."""
+        k, d = self.num_factors, self.factor_dim
+        users, items = self.edge_users.cpu().numpy(), self.edge_items.cpu().numpy()
+        matrix = sp.csr_matrix((np.ones(len(users)), (users, items)),
+                               shape=(self.num_users, self.num_items))
+        seed = int(torch.randint(2**31 - 1, ()))
+        start = spectral_factors(matrix, d, k, seed=seed)
+        norms = np.linalg.norm(start.items, axis=1, keepdims=True)
+        unit = torch.as_tensor(start.items / np.maximum(norms, 1e-12), dtype=torch.float32)
+        unit = unit * 0.1 * math.sqrt(d)
+        labels = torch.as_tensor(start.labels, dtype=torch.long)
+        item_out = torch.zeros(self.num_items, k, d)
+        item_out[torch.arange(self.num_items), labels] = unit
+        user_out = torch.zeros(self.num_users, k, d)
+        users_t, items_t = torch.as_tensor(users), torch.as_tensor(items)
+        share = self.degree[:self.num_users].cpu().clamp(min=1)[users_t].unsqueeze(1)
+        user_out.index_put_((users_t, labels[items_t]), unit[items_t] / share, accumulate=True)
+        device = self.user_embedding.weight.device
+        return user_out.flatten(1).to(device), item_out.flatten(1).to(device)
 
     # -- propagation --------------------------------------------------------------------
     def embed(self) -> tuple[Tensor, Tensor]:
@@ -296,7 +339,7 @@ class DisenGCN(FactorRecommender):
         """:meth:`embed`, and with ``with_routing`` the ``E x K`` routing weights of the last
         layer per interaction."""
         x = ego = self._ego()
-        weight = self._lightgcn_weight(self.edge_index) if self._linear else None
+        weight = self._lightgcn_weight(self.edge_index)
         layers = []
         routing = None
         for conv in self.convs:
@@ -321,13 +364,11 @@ class DisenGCN(FactorRecommender):
         num_seeds = blocks[-1][1][1]
         x, layers = ego, []
         for conv, (edge_index, (_, num_computed)) in zip(self.convs, blocks):
-            weight = None
-            if self._linear:
-                # a node that reads S < |N(u)| sampled neighbours scales them by |N(u)| / S
-                dst = nodes[edge_index[1]]
-                read = torch.bincount(edge_index[1], minlength=num_computed)
-                weight = self._lightgcn_weight(torch.stack([nodes[edge_index[0]], dst])) * (
-                    self.degree[dst] / read[edge_index[1]])
+            # a node that reads S < |N(u)| sampled neighbours scales them by |N(u)| / S
+            dst = nodes[edge_index[1]]
+            read = torch.bincount(edge_index[1], minlength=num_computed)
+            weight = self._lightgcn_weight(torch.stack([nodes[edge_index[0]], dst])) * (
+                self.degree[dst] / read[edge_index[1]])
             x = conv((x, x[:num_computed]), edge_index, weight)
             layers.append(x[:num_seeds])
         return self._combine(ego[:num_seeds], layers)
@@ -336,24 +377,18 @@ class DisenGCN(FactorRecommender):
         """The free embeddings of all nodes: users, then items."""
         return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
 
-    @property
-    def _linear(self) -> bool:
-        return self.config.layer_output == "linear"
-
     def _lightgcn_weight(self, edge_index: Tensor) -> Tensor:
         """``1 / sqrt(|N(v)| |N(u)|)`` for the edges ``v -> u`` (global node ids)."""
         return (self.degree[edge_index[0]] * self.degree[edge_index[1]]).rsqrt()
 
     def _combine(self, ego: Tensor, layers: list[Tensor]) -> Tensor:
         """The final ``n x K x d`` channels from the ego embeddings and the layer outputs
-        (``n x K*d`` each): ``layer_combine``, then ``keep_norm``, then, with
-        ``score="cosine"``, unit length."""
-        ego = ego.view(len(ego), self.num_factors, self.factor_dim)
-        layers = [ego if self._linear else F.normalize(ego, dim=-1)] + [
-            x.view_as(ego) for x in layers]
-        out = sum(layers) / len(layers) if self.config.layer_combine == "mean" else layers[-1]
-        if self.config.keep_norm and not self._linear:
-            out = out * ego.norm(dim=-1, keepdim=True)
+        (``n x K*d`` each): ``layer_combine``, then, with ``score="cosine"``, unit length."""
+        if self.config.layer_combine == "mean":
+            out = torch.stack([ego, *layers]).mean(0)
+        else:
+            out = layers[-1]
+        out = out.view(len(out), self.num_factors, self.factor_dim)
         if self.config.score == "cosine":
             out = F.normalize(out.flatten(1), dim=1).view_as(out)
         return out
@@ -518,17 +553,20 @@ class DisenGCN(FactorRecommender):
 
 
 def channel_distance_correlation(x: Tensor) -> Tensor:
-    """Mean distance correlation (Székely et al., 2007) between all pairs of the ``K``
-    channels of ``x`` (``n x K x d``); 0 when the channels are independent."""
-    centred = [_centred_distances(x[:, k]) for k in range(x.size(1))]
-    dcov = [[None] * len(centred) for _ in centred]
-    for k, a in enumerate(centred):
-        for m in range(k, len(centred)):
-            # DGCF's guard: the square root of a clamped value plus a small constant.
-            dcov[k][m] = torch.sqrt((a * centred[m]).mean().clamp(min=0) + 1e-8)
-    pairs = [dcov[k][m] / torch.sqrt(dcov[k][k] * dcov[m][m])
-             for k in range(len(centred)) for m in range(k + 1, len(centred))]
-    return torch.stack(pairs).mean()
+    """DGCF's independence penalty on the ``K`` channels of ``x`` (``n x K x d``): the
+    distance correlations (Székely et al., 2007) of the ``K - 1`` adjacent pairs
+    ``(k, k+1)``, summed and divided by ``K(K+1)/2``; 0 when the channels are independent."""
+    k = x.size(1)
+    centred = [_centred_distances(x[:, j]) for j in range(k)]
+
+    def dcov(a: Tensor, b: Tensor) -> Tensor:
+        # DGCF's guard: the square root of a clamped value plus a small constant.
+        return torch.sqrt((a * b).mean().clamp(min=0) + 1e-8)
+
+    own = [dcov(a, a) for a in centred]
+    pairs = [dcov(centred[j], centred[j + 1]) / torch.sqrt(own[j] * own[j + 1])
+             for j in range(k - 1)]
+    return torch.stack(pairs).sum() / (k * (k + 1) / 2)
 
 
 def _centred_distances(x: Tensor) -> Tensor:
