@@ -48,8 +48,8 @@ from .runs.checkpoint import atomic_write
 from .train import Diverged, Trainer
 from .train import run as runs
 
-__all__ = ["SPACES", "Param", "SearchSpaceError", "load_space", "parse_space", "tune",
-           "write_outputs"]
+__all__ = ["SPACES", "Param", "SearchSpaceError", "default_study", "load_space", "parse_space",
+           "trials_plot", "tune", "write_outputs"]
 
 #: The search spaces shipped with the source tree: ``configs/search/<model>.yaml``.
 SPACES = Path(__file__).resolve().parents[1] / "configs" / "search"
@@ -146,7 +146,7 @@ def _param(key: str, spec: Any, fields: dict[str, set[str]]) -> Param:
         raise SearchSpaceError(f"{key}: expected a key section.name with section model or "
                                f"train, e.g. model.tau")
     if name not in fields[section]:
-        raise SearchSpaceError(f"{key}: unknown config key; known {section} keys: "
+        raise SearchSpaceError(f"{key}: unknown config key; known: "
                                f"{', '.join(sorted(fields[section]))}")
     example = "{float: [0.05, 1.0], log: true}, {int: [2, 12]} or {categorical: [32, 64]}"
     if not isinstance(spec, dict):
@@ -288,9 +288,11 @@ def _check_study(study, base: RunConfig, params: Sequence[Param]) -> None:
                           f"--config/--set, or another --study name")
 
 
-def _slug(dataset: str) -> str:
-    """A dataset name, or a ``csv:PATH`` file's name, reduced to ``[A-Za-z0-9._-]``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset).name).strip("._") or "data"
+def default_study(cfg: RunConfig) -> str:
+    """``<model>-<dataset>``; a ``csv:PATH`` dataset is named by its file name, reduced to
+    ``[A-Za-z0-9._-]``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.data.dataset).name).strip("._") or "data"
+    return f"{cfg.model_name}-{name}"
 
 
 def _finished(study) -> int:
@@ -320,7 +322,7 @@ def tune(model: str, space: str | Path | Sequence[Param], files: Sequence[str | 
         on_trial: called as ``on_trial(study, frozen_trial)`` after every trial.
 
     Returns:
-        ``study``, ``storage``, ``trials`` (finished), ``best`` (number, value, params,
+        ``study``, ``storage``, ``trials`` (finished), ``select``, ``best`` (number, value, params,
         best_epoch, or ``None`` without a complete trial) and the written ``files``.
     """
     optuna = _optuna()
@@ -349,7 +351,7 @@ def tune(model: str, space: str | Path | Sequence[Param], files: Sequence[str | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    study_name = study_name or f"{base.model_name}-{_slug(base.data.dataset)}"
+    study_name = study_name or default_study(base)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
                                 load_if_exists=True,
@@ -378,6 +380,7 @@ def tune(model: str, space: str | Path | Sequence[Param], files: Sequence[str | 
     written = write_outputs(study, params, resolve_with, out)
     best = _best(study)
     return {"study": study_name, "storage": storage, "trials": _finished(study),
+            "select": base.train.select,
             "best": None if best is None else {
                 "number": best.number, "value": best.value,
                 "best_epoch": best.user_attrs.get("best_epoch"),
