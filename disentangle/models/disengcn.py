@@ -167,7 +167,7 @@ class DisenGCN(FactorRecommender):
     :math:`s_{ui} = \sum_k \langle \mathbf{u}_k, \mathbf{i}_k \rangle` (with
     ``score="cosine"``, :math:`\mathbf{u}` and :math:`\mathbf{i}` are first divided by their
     norms over all ``K`` channels; with ``item_bias``, a learned :math:`b_i` is added). With
-    ``K = 1`` (and ``score="dot"``, ``init="normal"``) the model is LightGCN. DGCF itself
+    ``K = 1``, ``layer_combine="mean"`` and ``score="dot"`` the model is LightGCN. DGCF itself
     normalises each factor's graph by its routed degrees :math:`\sum_v p_{v,k}` and
     accumulates its routing logits over iterations; here the degrees are the graph's, so the
     K factor graphs add up to LightGCN's.
