@@ -56,8 +56,8 @@ SPACES = Path(__file__).resolve().parents[1] / "configs" / "search"
 #: A search space file is a few hundred bytes.
 MAX_SPACE_BYTES = 1 << 20
 #: Trials that finish before the pruner compares (a median of fewer says little), and the
-#: evaluations of a trial before it may be pruned (early validation values of a VAE are
-#: noisy while its KL weight anneals).
+#: first epoch at which a trial may be pruned (the steps are epochs; early validation values
+#: of a VAE are noisy while its KL weight anneals).
 PRUNER = {"n_startup_trials": 5, "n_warmup_steps": 5}
 #: Paths that may differ between machines sharing a study.
 LOCAL_KEYS = ("data.data_dir", "data.split_dir")
