@@ -42,8 +42,9 @@ def _study_line(study, trial) -> str:
 
 
 @click.command("tune")
-@click.option("--model", "model", type=str, required=True,
-              help="Model to tune (macridvae, disengcn, ease, multvae, ...).")
+@click.option("--model", "model", type=str, default=None,
+              help="Model to tune (macridvae, disengcn, ease, multvae, ...); or model.name in "
+                   "--config.")
 @click.option("--space", type=click.Path(dir_okay=False), default=None,
               help="Search space YAML (section.key: {float|int|categorical: ...}); default: "
                    "configs/search/<model>.yaml of the source tree.")

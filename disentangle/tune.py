@@ -300,14 +300,15 @@ def _finished(study) -> int:
     return sum(t.state in (states.COMPLETE, states.PRUNED, states.FAIL) for t in study.trials)
 
 
-def tune(model: str, space: str | Path | Sequence[Param], files: Sequence[str | Path] = (),
+def tune(model: str | None, space: str | Path | Sequence[Param], files: Sequence[str | Path] = (),
          overrides: Sequence[str] = (), options: dict[str, Any] | None = None, *,
          n_trials: int = 20, storage: str | None = None, study_name: str | None = None,
          out_dir: str | Path = "tune", seed: int | None = None, timeout: float | None = None,
          device: str | None = None,
          on_trial: Callable[[Any, Any], None] | None = None) -> dict[str, Any]:
-    """Search ``space`` for ``model`` on top of the base config (``files``, ``overrides``,
-    ``options``, as :func:`~disentangle.config.resolve` takes them) and write the outputs.
+    """Search ``space`` for ``model`` (``None``: the one the config files name) on top of the
+    base config (``files``, ``overrides``, ``options``, as :func:`~disentangle.config.resolve`
+    takes them) and write the outputs.
 
     Args:
         space: a search space file (:func:`load_space`) or its parameters.
