@@ -188,24 +188,25 @@ def _train_child(conn, cfg: RunConfig, run_dir: str, resume_epochs: int | None,
                  device: str | None, progress: bool, log_level: int,
                  warning_filters: list) -> None:
     """Fit ``cfg`` into ``run_dir`` (or resume it to ``resume_epochs``) in this child
-    process, with the parent's warning filters; send the parent its peak memory (or the
-    exception under ``"error"``) and the library's log records."""
+    process, with the parent's warning filters; send the parent its peak memory, the
+    exception if any (under ``"error"``) and the library's log records."""
     warnings.filters[:] = warning_filters
     collect = _Collect(log_level)
     logging.getLogger("disentangle").addHandler(collect)
     baseline = _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    dev = resolve_device(device)
+    out: dict[str, Any] = {}
     try:
         if resume_epochs is None:
             fit(cfg, run_dir, device, progress=progress)
         else:
             resume(run_dir, resume_epochs, device, progress=progress)
-        dev = resolve_device(device)
-        gpu = (torch.cuda.max_memory_allocated(dev) / (1 << 20) if dev.type == "cuda"
-               else None)
-        out = {"peak_rss_mb": _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-               "baseline_rss_mb": baseline, "peak_gpu_mb": gpu}
     except BaseException as e:  # noqa: BLE001 -- handed to the parent, which raises it
-        out = {"error": _portable(e)}
+        out["error"] = _portable(e)
+    out |= {"peak_rss_mb": _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            "baseline_rss_mb": baseline,
+            "peak_gpu_mb": (torch.cuda.max_memory_allocated(dev) / (1 << 20)
+                            if dev.type == "cuda" else None)}
     conn.send({**out, "log": collect.records})
     conn.close()
 
@@ -236,8 +237,9 @@ def _forward_sigterm(process) -> Iterator[None]:
 
 def _in_child(cfg: RunConfig, run_dir: Path, resume_epochs: int | None, device: str | None,
               progress: bool) -> dict[str, Any]:
-    """:func:`_train_child` in a new process; its exception raised here. On Ctrl-C (which
-    the child receives too) the child is awaited, so that it saves its epoch."""
+    """:func:`_train_child` in a new process: its memory measurement, with its exception
+    under ``"error"``. On Ctrl-C (which the child receives too) the child is awaited, so
+    that it saves its epoch."""
     ctx = _context()
     receive, send = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_train_child, args=(
@@ -259,8 +261,6 @@ def _in_child(cfg: RunConfig, run_dir: Path, resume_epochs: int | None, device: 
     process.join()
     for record in out.pop("log"):
         logging.getLogger(record.name).handle(record)
-    if "error" in out:
-        raise out["error"]
     return out
 
 
@@ -396,11 +396,15 @@ def compare(models: Sequence[str], seeds: Sequence[int], out_dir: str | Path, *,
                 continue
             measured = _in_child(cfg, path, cfg.train.epochs if action == "resume" else None,
                                  device, progress)
-            before = memory.get(path.name) if action == "resume" else None
-            if before:  # the run's peak over its processes
-                measured = {k: _max(before.get(k), v) for k, v in measured.items()}
-            memory[path.name] = measured
-            write_json(memory_file, memory)
+            error = measured.pop("error", None)
+            if (path / CONFIG).exists():  # not a fit that failed and removed its folder
+                before = memory.get(path.name) if action == "resume" else None
+                if before:  # the run's peak over its processes (a stopped one's too)
+                    measured = {k: _max(before.get(k), v) for k, v in measured.items()}
+                memory[path.name] = measured
+                write_json(memory_file, memory)
+            if error is not None:
+                raise error
     summary = _summarise(runs, memory, dev)
     write_json(out / "compare.json", summary)
     atomic_write(out / "compare.md", (format_table(summary) + "\n").encode())

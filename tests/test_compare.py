@@ -196,3 +196,12 @@ def test_the_command_prints_the_table_and_an_unknown_model_exits_2(compared, dat
     result = CliRunner().invoke(cli(), ["compare", "--models", "macridvae,nope"])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: unknown model 'nope'; known: macridvae")
+
+
+def test_an_error_in_the_training_process_is_one_line_with_exit_code_2(tmp_path):
+    result = CliRunner().invoke(cli(), ["compare", "--models", "itemknn", "--seeds", "1",
+                                        "--dataset", f"csv:{tmp_path / 'none.csv'}",
+                                        "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'none.csv'}: no such file"
+    assert not (tmp_path / "out").exists()
