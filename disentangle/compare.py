@@ -45,7 +45,6 @@ import dataclasses
 import logging
 import multiprocessing
 import pickle
-import resource
 import signal
 import sys
 import threading
@@ -57,6 +56,11 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
+
+try:
+    import resource
+except ImportError:  # not POSIX: peak memory is not measured
+    resource = None
 
 from .config import RunConfig, resolve
 from .data.splits import EvalSet
@@ -153,9 +157,13 @@ def resolve_configs(models: Sequence[str], seeds: Sequence[int], overrides: Sequ
 
 
 # -- training, one child process per run ------------------------------------------------
-def _rss_mb(kib_or_bytes: int) -> float:
-    """``ru_maxrss`` in MiB (kibibytes on Linux, bytes on macOS)."""
-    return kib_or_bytes / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+def _peak_rss_mb() -> float | None:
+    """This process's ``ru_maxrss`` in MiB (kibibytes on Linux, bytes on macOS), or
+    ``None`` where there is no ``getrusage``."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
 
 
 def _portable(e: BaseException) -> BaseException:
@@ -193,7 +201,7 @@ def _train_child(conn, cfg: RunConfig, run_dir: str, resume_epochs: int | None,
     warnings.filters[:] = warning_filters
     collect = _Collect(log_level)
     logging.getLogger("disentangle").addHandler(collect)
-    baseline = _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    baseline = _peak_rss_mb()
     dev = resolve_device(device)
     out: dict[str, Any] = {}
     try:
@@ -203,7 +211,7 @@ def _train_child(conn, cfg: RunConfig, run_dir: str, resume_epochs: int | None,
             resume(run_dir, resume_epochs, device, progress=progress)
     except BaseException as e:  # noqa: BLE001 -- handed to the parent, which raises it
         out["error"] = _portable(e)
-    out |= {"peak_rss_mb": _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+    out |= {"peak_rss_mb": _peak_rss_mb(),
             "baseline_rss_mb": baseline,
             "peak_gpu_mb": (torch.cuda.max_memory_allocated(dev) / (1 << 20)
                             if dev.type == "cuda" else None)}
