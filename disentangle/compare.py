@@ -29,8 +29,9 @@ Every model is trained and selected alike: the same ``data`` section, cut-offs
 (``train.ks``) and validation metric (``train.select``), taken from the first model's
 resolved config (its defaults, then the shared overrides); the rest of each model's config
 is its own (its defaults, then the shared overrides, then its own ``NAME:section.key=value``
-overrides). The protocol is the first model's, or the one given; a model that cannot run it
-(a model without new-user scoring under ``heldout``) is refused before anything trains.
+overrides); a shared ``train.epochs`` leaves the closed-form models (one solve) alone. The
+protocol is the first model's, or the one given; a model that cannot run it (a model
+without new-user scoring under ``heldout``) is refused before anything trains.
 
 Run folders are reused: a finished run whose config equals the one asked for is not trained
 again; an unfinished one (or one asked for more epochs) is resumed; one with another config
@@ -65,7 +66,7 @@ except ImportError:  # not POSIX: peak memory is not measured
 from .config import RunConfig, resolve
 from .data.splits import EvalSet
 from .metrics.ranking import metrics_from_hits, to_torch_csr, topk_hits
-from .models import MODELS
+from .models import MODELS, ClosedFormRecommender
 from .runs import (
     CONFIG,
     RESULTS,
@@ -151,9 +152,20 @@ def resolve_configs(models: Sequence[str], seeds: Sequence[int], overrides: Sequ
                              f"--protocol ratio or given, or leave {', '.join(refused)} out")
     common = {f"data.{k}": v for k, v in dataclasses.asdict(first.data).items()}
     common |= {"train.ks": list(first.train.ks), "train.select": first.train.select}
-    return {m: [resolve(m, list(files), [*shared, *own[m]],
-                        {**options, **common, "train.seed": seed}) for seed in seeds]
-            for m in models}
+
+    def layers(m: str) -> tuple[list[str], dict[str, Any]]:
+        if not issubclass(MODELS[m], ClosedFormRecommender):
+            return [*shared, *own[m]], options
+        # one solve: a shared train.epochs is for the models trained by epochs
+        return ([o for o in shared if o.partition("=")[0].strip() != "train.epochs"]
+                + own[m], {k: v for k, v in options.items() if k != "train.epochs"})
+
+    configs = {}
+    for m in models:
+        sets, typed = layers(m)
+        configs[m] = [resolve(m, list(files), sets, {**typed, **common, "train.seed": seed})
+                      for seed in seeds]
+    return configs
 
 
 # -- training, one child process per run ------------------------------------------------

@@ -22,8 +22,7 @@ from disentangle_cli.compare import compare as compare_command
 
 MODELS = ["itemknn", "macridvae"]
 SEEDS = [0, 1]
-FAST = ["train.ks=[5, 10]", "train.select=ndcg@10", "macridvae:train.epochs=2",
-        "macridvae:model.dim=4"]
+FAST = ["train.ks=[5, 10]", "train.select=ndcg@10", "train.epochs=2", "macridvae:model.dim=4"]
 
 
 def tiny_csv(path):
@@ -70,6 +69,8 @@ def test_every_model_and_seed_has_its_own_run_folder_on_one_split(compared):
             digests.add(hashlib.sha256((run / "split.safetensors").read_bytes()).hexdigest())
     assert len(digests) == 1  # byte-identical splits
     assert summary["ks"] == [5, 10] and summary["select"] == "ndcg@10"
+    # a shared train.epochs is for the models trained by epochs: ItemKNN solves once
+    assert [row["epochs"] for row in summary["models"]] == [1, 2]
 
 
 def test_a_second_call_reuses_the_finished_runs_without_training(compared, data):
