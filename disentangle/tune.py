@@ -347,7 +347,7 @@ def tune(model: str | None, space: str | Path | Sequence[Param], files: Sequence
     if not split.has_validation:
         raise ValueError("the split has no validation users (data.valid_ratio=0), and a "
                          "search selects on validation only; use data.valid_ratio > 0")
-    runs.build_model(base, split)  # a protocol the model cannot use fails here, once
+    runs._check_protocol(base.model_name, split.protocol)  # once, not in every trial
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
