@@ -321,11 +321,15 @@ def datasets():
                    f"[{row['path']}]")
 
 
-# imported here, at the end: inspection registers its command on main, defined above
+# imported here, at the end: these modules use the helpers defined above
+from .compare import compare
 from .inspection import inspect_command
+from .tune import tune_command
 
 inspect_command.callback = friendly_errors(inspect_command.callback)
 main.add_command(inspect_command)
+main.add_command(compare)
+main.add_command(tune_command)
 
 if __name__ == "__main__":
     main()

@@ -73,7 +73,7 @@ def test_help_is_fast_and_does_not_import_torch():
     code = ("import sys; from disentangle_cli.main import main; "
             "assert 'torch' not in sys.modules, 'torch imported by --help'")
     subprocess.run([sys.executable, "-c", code], check=True)
-    for cmd in ([], ["fit"], ["evaluate"], ["recommend"], ["datasets"]):
+    for cmd in ([], ["fit"], ["evaluate"], ["recommend"], ["datasets"], ["compare"], ["tune"]):
         result = CliRunner().invoke(main, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
 
