@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .main import DEVICE, SIGNAL_EXIT, friendly_errors
+from .common import DEVICE, SIGNAL_EXIT, friendly_errors
 
 __all__ = ["compare"]
 

@@ -7,93 +7,23 @@ shows the traceback instead.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import shlex
-import sys
 import warnings
 from pathlib import Path
 
 import click
 
-#: Exceptions (by class name, anywhere in their MRO, so the library is not imported here)
-#: that mean bad input: exit code 2. Anything else that escapes a command exits with 1.
-#: ``Diverged`` (a NaN or infinite loss, weight or score) comes from the config's values.
-USAGE_ERRORS = ("ConfigError", "ValueError", "FileNotFoundError", "IsADirectoryError",
-                "NotADirectoryError", "PermissionError", "CheckpointError", "UnknownUser",
-                "Diverged")
-#: Exit codes of a run stopped by a signal, as a shell reports them (128 + the signal).
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
-
-
-class UnknownUser(click.ClickException):
-    exit_code = 2
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, click.ClickException):
-        msg = e.format_message()
-    elif isinstance(e, OSError) and e.filename:
-        msg = f"{e.filename}: {e.strerror}"
-    else:
-        msg = str(e) or type(e).__name__
-    return " ".join(part.strip() for part in msg.splitlines() if part.strip())
-
-
-def _exit_code(e: BaseException) -> int:
-    return 2 if {c.__name__ for c in type(e).__mro__} & set(USAGE_ERRORS) else 1
-
-
-def _debug() -> bool:
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().params.get("debug"))
-
-
-def friendly_errors(fn):
-    """Turn the library's expected exceptions into one line and an exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except (Exception, KeyboardInterrupt) as e:
-            if _debug() and not isinstance(e, click.ClickException):
-                raise
-            _fail(e)
-    return wrapper
-
-
-def _fail(e: BaseException) -> None:
-    """Print ``e`` as one line (Ctrl-C or SIGTERM: where the run is saved) and exit."""
-    if isinstance(e, KeyboardInterrupt):
-        sig = getattr(e, "signal_name", "SIGINT")
-        what = "interrupted" if sig == "SIGINT" else f"terminated ({sig})"
-        if getattr(e, "saved_epoch", None) is not None:
-            click.echo(f"{what}: {e}; continue with: disentangle fit --resume "
-                       f"{shlex.quote(str(e.run_dir))}", err=True)
-        else:
-            click.echo(what, err=True)
-        sys.exit(SIGNAL_EXIT.get(sig, 130))
-    click.echo(f"error: {_one_line(e)}", err=True)
-    sys.exit(e.exit_code if isinstance(e, click.ClickException) else _exit_code(e))
-
-
-@contextlib.contextmanager
-def _click_errors_on_one_line():
-    """Click's own usage errors (unknown option, bad value, missing argument) as one
-    ``error: ...`` line too, with click's exit code 2."""
-    try:
-        yield
-    except click.ClickException as e:
-        if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
-            raise  # a bare `disentangle` prints the help
-        hint = ""
-        if isinstance(e, click.UsageError) and e.ctx is not None:
-            hint = f" (see '{e.ctx.command_path} --help')"
-        click.echo(f"error: {_one_line(e)}{hint}", err=True)
-        raise click.exceptions.Exit(e.exit_code) from None
+from .common import (
+    DEVICE,
+    UnknownUser,
+    click_errors_on_one_line,
+    debug_mode,
+    fail,
+    friendly_errors,
+)
+from .compare import compare
+from .inspection import inspect_command
+from .tune import tune_command
 
 
 class OneLineErrors(click.Group):
@@ -101,19 +31,19 @@ class OneLineErrors(click.Group):
     exceptions do too when a command is not wrapped in :func:`friendly_errors`."""
 
     def make_context(self, *args, **kwargs):
-        with _click_errors_on_one_line():
+        with click_errors_on_one_line():
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        with _click_errors_on_one_line():
+        with click_errors_on_one_line():
             try:
                 return super().invoke(ctx)
             except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
                 raise
             except (Exception, KeyboardInterrupt) as e:
-                if _debug():
+                if debug_mode():
                     raise
-                _fail(e)
+                fail(e)
 
 
 class _EchoWarnings(logging.Handler):
@@ -133,12 +63,6 @@ def main(debug: bool) -> None:
     if not any(isinstance(h, _EchoWarnings) for h in lib.handlers):
         lib.addHandler(_EchoWarnings(logging.WARNING))
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
-
-#: One --device option, one default, for the commands that train or evaluate a model
-#: (recommend and inspect score on the CPU).
-DEVICE = click.option("--device", type=str, default="auto", show_default=True,
-                      help="cpu, cuda, cuda:N, mps or auto (CUDA when available).")
 
 
 @main.command()
@@ -321,15 +245,9 @@ def datasets():
                    f"[{row['path']}]")
 
 
-# imported here, at the end: these modules use the helpers defined above
-from .compare import compare
-from .inspection import inspect_command
-from .tune import tune_command
-
 inspect_command.callback = friendly_errors(inspect_command.callback)
-main.add_command(inspect_command)
-main.add_command(compare)
-main.add_command(tune_command)
+for command in (inspect_command, compare, tune_command):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .main import DEVICE, friendly_errors
+from .common import DEVICE, friendly_errors
 
 __all__ = ["tune_command"]
 

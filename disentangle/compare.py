@@ -45,7 +45,6 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
-import pickle
 import signal
 import sys
 import threading
@@ -179,11 +178,13 @@ def _peak_rss_mb() -> float | None:
 
 
 def _portable(e: BaseException) -> BaseException:
-    """``e`` if it survives pickling (to cross back to the parent), else the closest plain
-    exception with its message (a ``ValueError`` stays a usage error)."""
+    """``e`` if it can cross back to the parent (unpickling rebuilds an exception as
+    ``type(e)(*e.args)``), else the closest plain exception with its message (a
+    ``ValueError`` stays a usage error)."""
     try:
-        return pickle.loads(pickle.dumps(e))
-    except (pickle.PickleError, TypeError, AttributeError):  # e.g. extra __init__ args
+        type(e)(*e.args)
+        return e
+    except (TypeError, AttributeError):  # e.g. extra __init__ arguments
         if isinstance(e, KeyboardInterrupt):  # the trainer's RunInterrupted
             plain = KeyboardInterrupt(str(e))
             plain.signal_name = getattr(e, "signal_name", "SIGINT")  # or SIGTERM
