@@ -116,7 +116,7 @@ def lightgcn_weights(data, edge_index):
 
 @pytest.mark.parametrize("init", ["spectral", "normal"])
 def test_embeddings_are_the_last_layer_or_the_mean_of_ego_and_layer_outputs(data, init):
-    model = make(data, num_layers=2, init=init).eval()  # layer_combine="last" by default
+    model = make(data, num_layers=2, init=init, layer_combine="last").eval()
     x = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
     n = data.num_users
     users, items = data.edge_index
@@ -192,7 +192,8 @@ def test_one_factor_is_lightgcn(data, init):
     torch.testing.assert_close(model.item_factor_embeddings().flatten(1), expected[n:])
     torch.testing.assert_close(model.factor_embeddings(torch.arange(n), None).flatten(1),
                                expected[:n])
-    last = make(data, num_factors=1, factor_dim=K * D, num_layers=2, init=init).eval()
+    last = make(data, num_factors=1, factor_dim=K * D, num_layers=2, layer_combine="last",
+                init=init).eval()
     torch.testing.assert_close(last.item_factor_embeddings().flatten(1),
                                (normalised @ normalised @ x)[n:])
 
@@ -354,7 +355,7 @@ def test_softmax_batches_share_uniform_negatives(data):
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("variant", [
-    {"layer_combine": "mean"}, {}, {"item_bias": True}, {"loss": "softmax"}, COSINE,
+    {"layer_combine": "last"}, {}, {"item_bias": True}, {"loss": "softmax"}, COSINE,
     BIASED])
 def test_sampled_loss_and_gradients_equal_the_full_graph_when_nothing_is_dropped(
         data, layers, variant):
@@ -497,7 +498,7 @@ def test_switching_mode_drops_the_cache(data):
 
 
 def test_gradients_are_finite_and_reach_only_the_batch_neighbourhood(data):
-    model = make(data, cor_weight=0.01)
+    model = make(data, cor_weight=0.01, layer_combine="last")
     batch = (torch.tensor([0]), torch.tensor([1]), torch.tensor([40]))
     loss, _ = model.loss(batch, 0)
     loss.backward()

