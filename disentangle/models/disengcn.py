@@ -32,6 +32,7 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 
 from disentangle.data import InteractionData
+from disentangle.data.negatives import reject_positives
 from disentangle.data.neighbors import incoming_csr, sample_blocks
 from disentangle.models.base import FactorRecommender, ModelConfig
 from disentangle.models.factor_init import spectral_factors
@@ -443,7 +444,7 @@ class DisenGCN(FactorRecommender):
         if not softmax:
             negatives = torch.randint(self.num_items, (len(users),), generator=generator)
             if self.config.reject_positives:
-                _reject_positives(users, negatives, items, self.num_items, generator)
+                reject_positives(users, negatives, items, self.num_items, generator)
         for start in range(0, len(users), self.config.batch_size):
             batch = slice(start, start + self.config.batch_size)
             neg = (torch.randint(self.num_items, (self.config.num_negatives,), generator=generator)
@@ -602,20 +603,3 @@ def _collisions(pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
     within = torch.arange(total, device=pos.device) - torch.repeat_interleave(
         count.cumsum(0) - count, count, output_size=total)
     return rows, order[torch.repeat_interleave(start, count, output_size=total) + within]
-
-
-def _reject_positives(users: Tensor, negatives: Tensor, items: Tensor, num_items: int,
-                      generator: torch.Generator, max_rounds: int = 100) -> None:
-    """Redraw, in place, every negative that is a positive of its user (``users``/``items``
-    are all the training pairs); gives up after ``max_rounds`` (users with almost every item)."""
-    if len(users) == 0:
-        return
-    known = torch.sort(users * num_items + items).values
-    todo = torch.arange(len(users))
-    for _ in range(max_rounds):
-        keys = users[todo] * num_items + negatives[todo]
-        at = torch.searchsorted(known, keys).clamp(max=len(known) - 1)
-        todo = todo[known[at] == keys]
-        if len(todo) == 0:
-            return
-        negatives[todo] = torch.randint(num_items, (len(todo),), generator=generator)

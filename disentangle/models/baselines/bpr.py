@@ -11,8 +11,8 @@ from torch import Tensor
 from torch_geometric.nn.models.lightgcn import BPRLoss
 
 from disentangle.data import InteractionData
+from disentangle.data.negatives import reject_positives
 from disentangle.models.base import ModelConfig
-from disentangle.models.disengcn import _reject_positives
 from disentangle.models.recommender import Recommender
 
 #: Run defaults of the pairwise (transductive) baselines: they cannot score held-out users,
@@ -31,7 +31,7 @@ def pair_batches(train: InteractionData, batch_size: int, generator: torch.Gener
     order = torch.randperm(len(users), generator=generator)
     users, items = users[order], items[order]
     negatives = torch.randint(train.num_items, (len(users),), generator=generator)
-    _reject_positives(users, negatives, items, train.num_items, generator)
+    reject_positives(users, negatives, items, train.num_items, generator)
     yield from zip(users.split(batch_size), items.split(batch_size),
                    negatives.split(batch_size))
 
