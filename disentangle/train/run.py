@@ -15,6 +15,7 @@ The run folder itself (its files, lock, checksums, config, split and metrics) be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -24,11 +25,11 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, TrainConfig
+from ..config import ConfigError, RunConfig, TrainConfig
 from ..data import InteractionData, LoadOptions, Split, load_dataset, load_split_dir, make_split
 from ..metrics.ranking import evaluate, popularity_scorer
 from ..models import MODELS
-from ..models.base import FactorRecommender
+from ..models.recommender import Recommender
 from ..runs import CONFIG, CheckpointError, Run, RunFolder, load_run, read_config, resolve_device
 from .trainer import Trainer, finite_scores
 
@@ -137,15 +138,25 @@ def _check_protocol(model_name: str, protocol: str) -> None:
                          f"data.protocol=ratio or given")
 
 
-def build_model(cfg: RunConfig, split: Split) -> FactorRecommender:
+def build_model(cfg: RunConfig, split: Split) -> Recommender:
+    """The configured model on the split's training data, seeded by ``train.seed``; a model
+    whose sizes cannot be allocated is a :class:`~disentangle.config.ConfigError` naming them."""
     cls = MODELS[cfg.model_name]
     _check_protocol(cfg.model_name, split.protocol)
     torch.manual_seed(cfg.train.seed)
-    return cls(cfg.model, split.train)
+    try:
+        return cls(cfg.model, split.train)
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and "alloc" not in str(e):
+            raise
+        sizes = {k: v for k, v in dataclasses.asdict(cfg.model).items()
+                 if isinstance(v, int) and not isinstance(v, bool)}
+        raise ConfigError(f"model: {cfg.model_name} with {sizes} on {split.train.num_items} "
+                          f"items does not fit in memory") from None
 
 
 # -- the whole run -------------------------------------------------------------------------
-def final_results(model: FactorRecommender, split: Split, train: TrainConfig,
+def final_results(model: Recommender, split: Split, train: TrainConfig,
                   best_epoch: int) -> dict[str, Any]:
     """Validation (if any) and test metrics of ``model`` and of popularity."""
     device = next(model.parameters()).device

@@ -26,17 +26,17 @@ split and the initialisation):
   soft assignment (``assign_tau=2``). The planted grid of ``benchmarks/factors.py`` (K 3, 5,
   8; purity 0.7, 0.9; skew 0, 1.2; 3 seeds) measures the defaults more widely
   (``docs/results/factors-planted-macridvae.json``).
-* DisenGCN (``layer_output=normalized``): AMI 0.05-0.23, mean 0.135, with ``factor_dim=2``
-  and the default ``keep_norm``
-  (unit channels, ``keep_norm=false``: 0.015-0.13, mean 0.08; sharper or longer routing,
-  ``tau=0.05`` or ``iterations=5``, and the correlation penalty did not help). With the
-  default 16 dimensions per channel it stays at ~0.02: every channel encodes all the
-  clusters (k-means on one channel: AMI ~0.3) and the routing stays near uniform (mean top
+* DisenGCN at its defaults (spectral start, routing tau 0.05, ``layer_combine=mean``), 40
+  epochs: AMI 0.705 / 0.835 / 0.757 for seeds 0-2; its control is the papers' random start
+  (``init=normal``), untrained. On this data (even-handed users, concentration 0.5) the
+  spectral start is right (AMI 0.91-0.98) and training wears part of it away; ``last``
+  with tau 0.02, which holds planted clusters on peaky users
+  (``tests/models/test_disengcn_planted.py``), reaches only 0.28-0.44 here. Before the
+  spectral start, the defaults stayed at ~0.02 with the routing near uniform (mean top
   weight ~0.27, uniform is 0.25).
 
-For DisenGCN "recovered" means *partly*: well above chance, far from a bijection. The
-thresholds sit under what seeds 0-9 reach: each seed must beat its controls and a floor,
-and the mean of three seeds a level.
+Each seed must beat its controls and a floor, and the mean of three seeds a level; the
+thresholds sit under what the seeds reach.
 """
 from __future__ import annotations
 
@@ -71,12 +71,10 @@ CASES = {
     },
     "disengcn": {
         "split": lambda data, seed: ratio_split(data, seed=seed),
-        "overrides": ["model.layer_output=normalized", "model.factor_dim=2", "model.tau=0.2",
-                      "model.cor_weight=0",
-                      "model.batch_size=1024", "train.epochs=40", "train.lr=1e-2"],
-        "control": [],
-        "min_each": 0.03,
-        "min_mean": 0.1,
+        "overrides": ["train.epochs=40"],
+        "control": ["model.init=normal"],
+        "min_each": 0.6,
+        "min_mean": 0.7,  # seeds 0-2 reach 0.705 / 0.835 / 0.757
     },
 }
 
