@@ -32,6 +32,9 @@ INT64 = 2 ** 63
 #: Largest float32: every ``float`` field ends up in float32 arithmetic (a learning rate of
 #: 1e300 cannot even be applied to a float32 weight).
 FLOAT32_MAX = torch.finfo(torch.float32).max
+#: The widest representation a model may ask for (factors x dimensions per factor): far
+#: beyond any published setting, and refused before anything is allocated.
+MAX_WIDTH = 1 << 16
 
 
 def short_repr(value: Any) -> str:

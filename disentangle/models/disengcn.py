@@ -34,7 +34,7 @@ from torch_geometric.utils import scatter
 from disentangle.data import InteractionData
 from disentangle.data.negatives import reject_positives
 from disentangle.data.neighbors import incoming_csr, sample_blocks
-from disentangle.models.base import FactorRecommender, ModelConfig
+from disentangle.models.base import MAX_WIDTH, FactorRecommender, ModelConfig
 from disentangle.models.factor_init import spectral_factors
 from disentangle.nn.disen_conv import DisenConv
 
@@ -126,6 +126,9 @@ class DisenGCNConfig(ModelConfig):
     def validate(self) -> None:
         self.check("num_factors", self.num_factors, self.num_factors >= 1, "an integer >= 1")
         self.check("factor_dim", self.factor_dim, self.factor_dim >= 1, "an integer >= 1")
+        self.check("num_factors", self.num_factors,
+                   self.num_factors * self.factor_dim <= MAX_WIDTH,
+                   f"num_factors * factor_dim <= {MAX_WIDTH} (every node holds that many values)")
         self.check("num_layers", self.num_layers, self.num_layers >= 1, "an integer >= 1")
         self.check("iterations", self.iterations, self.iterations >= 1, "an integer >= 1")
         self.check("tau", self.tau, self.tau > 0, "a float > 0")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from disentangle.data import InteractionData
-from disentangle.models.base import FactorRecommender, ModelConfig
+from disentangle.models.base import MAX_WIDTH, FactorRecommender, ModelConfig
 from disentangle.models.factor_init import spectral_factors
 
 INITS = ("spectral", "xavier")
@@ -64,6 +64,9 @@ class MacridVAEConfig(ModelConfig):
     def validate(self) -> None:
         self.check("num_factors", self.num_factors, self.num_factors >= 1, "an integer >= 1")
         self.check("dim", self.dim, self.dim >= 1, "an integer >= 1")
+        self.check("num_factors", self.num_factors, self.num_factors * self.dim <= MAX_WIDTH,
+                   f"num_factors * dim <= {MAX_WIDTH} (the encoder and decoder hold "
+                   f"batch x num_factors x dim and batch x num_factors x items values)")
         self.check("tau", self.tau, self.tau > 0, "a float > 0")
         self.check("beta", self.beta, self.beta >= 0, "a float >= 0")
         self.check("std0", self.std0, self.std0 > 0, "a float > 0")
