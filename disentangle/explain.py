@@ -9,6 +9,7 @@ import torch
 
 from .metrics.ranking import to_torch_csr
 from .models.base import FactorRecommender
+from .train.trainer import finite_scores
 
 
 def user_index(data, raw_user: str) -> int:
@@ -45,7 +46,7 @@ def recommend(run, raw_user: str, k: int = 10) -> dict[str, Any]:
     users = torch.tensor([user])
     history = to_torch_csr(row)
     model = run.model.eval()
-    scores = model.score(users, history)[0].clone()
+    scores = finite_scores(model.score)(users, history)[0].clone()  # never serve NaN ranks
     scores[torch.from_numpy(row.indices.astype(np.int64))] = -torch.inf
     top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum()))).indices
     titles = data.item_titles if data.item_titles is not None else data.item_ids

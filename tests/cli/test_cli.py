@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from disentangle_cli.main import main
@@ -45,6 +46,18 @@ def test_recommend_prints_titles_and_factors(vae_run):
     assert result.exit_code == 0, result.output
     rows = [l for l in result.output.splitlines()[2:] if l.strip()]
     assert len(rows) == 5 and all("(" in r for r in rows)  # MovieLens titles carry the year
+
+
+def test_recommend_refuses_nan_scores_instead_of_ranking_them(vae_run, monkeypatch):
+    from disentangle.models import MacridVAE
+
+    out, _ = vae_run
+    user = json.loads((out / "data.json").read_text())["user_ids"][0]
+    monkeypatch.setattr(MacridVAE, "score",
+                        lambda self, users, history: torch.full((1, self.num_items), torch.nan))
+    result = CliRunner().invoke(main, ["recommend", str(out), "--user", user])
+    assert result.exit_code == 2
+    assert "scores hold NaN or infinite values" in result.output
 
 
 def test_recommend_unknown_user_is_a_one_line_usage_error(vae_run):
