@@ -62,7 +62,7 @@ try:
 except ImportError:  # not POSIX: peak memory is not measured
     resource = None
 
-from .config import RunConfig, resolve
+from .config import RunConfig, flat_keys, resolve
 from .data.splits import EvalSet
 from .metrics.ranking import metrics_from_hits, to_torch_csr, topk_hits
 from .models import MODELS, ClosedFormRecommender
@@ -304,11 +304,6 @@ def _finished(folder: RunFolder, cfg: RunConfig) -> bool:
     return bool(cfg.train.patience) and stale >= cfg.train.patience
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
 
 
 def _plan(cfg: RunConfig, path: Path) -> str:
@@ -317,8 +312,8 @@ def _plan(cfg: RunConfig, path: Path) -> str:
     folder = RunFolder(path)
     if not folder.file(CONFIG).exists():
         return "fit"  # fit refuses a folder that is not empty
-    saved = _flat(folder.read_config().to_dict())
-    wanted = _flat(cfg.to_dict())
+    saved = flat_keys(folder.read_config().to_dict())
+    wanted = flat_keys(cfg.to_dict())
     diff = [f"{k}: {saved.get(k, 'absent')!r} -> {wanted.get(k, 'absent')!r}"
             for k in sorted(set(saved) | set(wanted))
             if k != "train.epochs" and saved.get(k) != wanted.get(k)]

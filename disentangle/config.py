@@ -231,6 +231,15 @@ def _apply(section: str, obj: ConfigSection, values: dict) -> None:
         setattr(obj, name, _convert(value, hints[name]))
 
 
+def flat_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict (as :meth:`RunConfig.to_dict` writes it) by dotted key:
+    ``{"model": {"tau": 0.1}}`` -> ``{"model.tau": 0.1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
 def _load_file(f: str | Path) -> dict:
     """One config file: a regular file of at most :data:`MAX_CONFIG_BYTES`, a YAML mapping."""
     try:

@@ -40,7 +40,7 @@ from typing import Any
 import matplotlib
 import yaml
 
-from .config import ConfigError, RunConfig, TrainConfig, resolve
+from .config import ConfigError, RunConfig, TrainConfig, flat_keys, resolve
 from .files import FileError, FileMissingError, check_regular, read_bytes
 from .models import MODELS
 from .models.base import short_repr
@@ -260,20 +260,12 @@ class _PruningTrainer(Trainer):
         return record
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _check_study(study, base: RunConfig, params: Sequence[Param]) -> None:
     """A study continued (or shared) must search the same model on the same data, split and
     base settings: its first run stored them."""
-    mine = {k: v for k, v in _flat(base.to_dict()).items() if k not in LOCAL_KEYS}
+    mine = {k: v for k, v in flat_keys(base.to_dict()).items() if k not in LOCAL_KEYS}
     for p in params:  # searched keys take their trials' values
         mine.pop(p.key, None)
     stored = study.user_attrs.get("base")

@@ -14,6 +14,7 @@ from torch import Tensor
 from disentangle.data import InteractionData
 from disentangle.models.base import MAX_WIDTH, FactorRecommender, ModelConfig
 from disentangle.models.factor_init import spectral_factors
+from disentangle.models.recommender import csr_parts
 
 INITS = ("spectral", "xavier")
 
@@ -242,7 +243,7 @@ class MacridVAE(FactorRecommender):
             log_c (Tensor): ``M x K`` log item-factor weights.
             train (bool): apply dropout. (default: ``False``)
         """
-        crow, cols, vals = self._unpack(history)
+        crow, cols, vals = csr_parts(history, self.items)
         B, K, E = crow.numel() - 1, self.num_factors, cols.numel()
         rows = torch.repeat_interleave(torch.arange(B, device=cols.device), crow.diff())
         x = vals[:, None] * log_c.exp()[cols]                   # E x K: x_ui * c_ik
@@ -280,18 +281,6 @@ class MacridVAE(FactorRecommender):
             z = mu + torch.randn_like(mu) * self.config.std0 * torch.exp(0.5 * lnvar)
         return self.decode(z, log_c), kl
 
-    def _unpack(self, history: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """CSR pieces (crow, col, values) of ``history`` on the model's device."""
-        history = history.to(self.items.device)
-        if history.layout == torch.sparse_coo:
-            history = history.coalesce().to_sparse_csr()
-        elif history.layout == torch.strided:
-            history = history.to_sparse_csr()
-        elif history.layout != torch.sparse_csr:
-            raise ValueError(f"history layout {history.layout} is not supported")
-        return (history.crow_indices().long(), history.col_indices().long(),
-                history.values().to(self.items.dtype))
-
     # -- training -------------------------------------------------------------------------
     def batches(self, train, generator: torch.Generator) -> Iterator[Tensor]:
         """One epoch: the users with at least one interaction, shuffled with ``generator``,
@@ -319,7 +308,7 @@ class MacridVAE(FactorRecommender):
         """Negative annealed ELBO (plus the L2 penalty) of the sparse rows ``batch`` at
         0-based update ``step``."""
         logp, kl = self(batch)
-        crow, cols, vals = self._unpack(batch)
+        crow, cols, vals = csr_parts(batch, self.items)
         rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=cols.device),
                                        crow.diff())
         # Multinomial likelihood read at the nonzeros only: -sum_i x_ui log p(i|u).
@@ -349,7 +338,7 @@ class MacridVAE(FactorRecommender):
     def user_factor_weights(self, users: Tensor, history: Tensor) -> Tensor:
         """``B x K`` share of each factor in the user's history,
         :math:`\\sum_i x_{ui} c_{ik} / \\sum_i x_{ui}` (uniform for an empty history)."""
-        crow, cols, vals = self._unpack(history)
+        crow, cols, vals = csr_parts(history, self.items)
         B = crow.numel() - 1
         rows = torch.repeat_interleave(torch.arange(B, device=cols.device), crow.diff())
         mass = vals.new_zeros(B, self.num_factors).index_add_(

@@ -94,6 +94,21 @@ class ClosedFormRecommender(Recommender):
                         f"loss: call fit_closed_form(train)")
 
 
+def csr_parts(history: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The CSR pieces ``(crow, col, values)`` of a ``B x M`` ``history`` (sparse CSR, COO or
+    dense) on ``like``'s device, indices as ``int64`` and values in ``like``'s dtype: how the
+    autoencoders read their input rows without a dense ``B x M`` copy."""
+    history = history.to(like.device)
+    if history.layout == torch.sparse_coo:
+        history = history.coalesce().to_sparse_csr()
+    elif history.layout == torch.strided:
+        history = history.to_sparse_csr()
+    elif history.layout != torch.sparse_csr:
+        raise ValueError(f"history layout {history.layout} is not supported")
+    return (history.crow_indices().long(), history.col_indices().long(),
+            history.values().to(like.dtype))
+
+
 class NoFactorsError(ValueError):
     """A factor tool was given a model without factors (a ranking-only baseline)."""
 

@@ -45,7 +45,7 @@ import yaml
 from torch import Tensor
 
 from .. import __version__, files
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, flat_keys, from_dict
 from ..data import Split
 from ..models import MODELS
 from ..models.base import FactorRecommender
@@ -95,14 +95,6 @@ def config_signature(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 class RunFolder:
@@ -291,7 +283,7 @@ class RunFolder:
             return
         ours = self.signature()
         if ours.get("config") is not None and saved.get("config") != ours["config"]:
-            was, now = _flat(saved.get("config") or {}), _flat(ours["config"])
+            was, now = flat_keys(saved.get("config") or {}), flat_keys(ours["config"])
             diff = [f"{k}: {was.get(k, 'absent')!r} -> {now.get(k, 'absent')!r}"
                     for k in sorted(set(was) | set(now))
                     if k not in was or k not in now or was[k] != now[k]]

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from disentangle.data import InteractionData
 from disentangle.models.base import ModelConfig
-from disentangle.models.recommender import Recommender
+from disentangle.models.recommender import Recommender, csr_parts
 
 
 @dataclasses.dataclass
@@ -118,7 +118,7 @@ class MultDAE(Recommender):
         """The last encoder layer's output for the sparse (or dense) ``B x M`` rows
         ``history``: ``B x d`` latents, or ``B x 2d`` (mean, log-variance) for Mult-VAE;
         dropout when ``train``."""
-        crow, cols, vals = self._unpack(history)
+        crow, cols, vals = csr_parts(history, self.input_table)
         rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=cols.device),
                                        crow.diff())
         sq = vals.new_zeros(crow.numel() - 1).index_add_(0, rows, vals * vals)
@@ -138,18 +138,6 @@ class MultDAE(Recommender):
             z = layer(z if i == 0 else torch.tanh(z))
         return z
 
-    def _unpack(self, history: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """CSR pieces (crow, col, values) of ``history`` on the model's device."""
-        history = history.to(self.input_table.device)
-        if history.layout == torch.sparse_coo:
-            history = history.coalesce().to_sparse_csr()
-        elif history.layout == torch.strided:
-            history = history.to_sparse_csr()
-        elif history.layout != torch.sparse_csr:
-            raise ValueError(f"history layout {history.layout} is not supported")
-        return (history.crow_indices().long(), history.col_indices().long(),
-                history.values().to(self.input_table.dtype))
-
     def _penalty(self) -> Tensor:
         """:math:`\\sum_l \\|\\mathbf{W}_l\\|_2^2` over the weight matrices."""
         return sum(w.square().sum() for w in (
@@ -157,7 +145,7 @@ class MultDAE(Recommender):
 
     def _nll(self, logits: Tensor, batch: Tensor) -> Tensor:
         """Multinomial negative log-likelihood, read at the nonzeros of ``batch`` only."""
-        crow, cols, vals = self._unpack(batch)
+        crow, cols, vals = csr_parts(batch, self.input_table)
         rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=cols.device),
                                        crow.diff())
         logp = logits.log_softmax(dim=-1)
