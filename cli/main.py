@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,22 @@ from .common import (
 from .compare import compare
 from .inspection import inspect_command
 from .tune import tune_command
+
+
+def _version_message() -> str:
+    """``--version``: this package and the libraries that decide its numbers, read from the
+    installed distributions (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"%(prog)s %(version)s (torch {of('torch')}, torch-geometric "
+            f"{of('torch-geometric')}, torch-scatter {of('torch-scatter')}, "
+            f"Python {sys.version.split()[0]})")
 
 
 class OneLineErrors(click.Group):
@@ -56,7 +73,7 @@ class _EchoWarnings(logging.Handler):
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-@click.version_option(package_name="disentangle")
+@click.version_option(package_name="disentangle", message=_version_message())
 def main(debug: bool) -> None:
     """Disentangled representations for recommendation: MacridVAE and DisenGCN."""
     lib = logging.getLogger("disentangle")

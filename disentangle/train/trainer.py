@@ -157,7 +157,7 @@ class Trainer:
         stopped = bool(cfg.patience) and self.stale >= cfg.patience  # resumed after early stop
         epochs = tqdm(range(self.epoch, self.epoch if stopped else cfg.epochs), initial=self.epoch,
                       total=cfg.epochs, desc=f"{self.model.name}", unit="epoch",
-                      disable=not self.progress, dynamic_ncols=True)
+                      disable=self._bars_off(), dynamic_ncols=True)
         for _ in epochs:
             record = self._train_epoch()
             self._check_finite(self.epoch + 1)
@@ -203,6 +203,11 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
         return {"best_epoch": self.best_epoch, cfg.select: self.best_value}
 
+    def _bars_off(self) -> bool | None:
+        """tqdm's ``disable``: off when ``progress`` is false; ``None`` (tqdm's own choice)
+        draws bars on a terminal only, so a redirected log holds no control characters."""
+        return None if self.progress else True
+
     def _train_epoch(self) -> dict[str, Any]:
         self.model.train()
         lr = self.config.lr_at(self.epoch)
@@ -215,10 +220,11 @@ class Trainer:
                     "seconds": round(time.perf_counter() - start, 4)}
         totals: dict[str, float] = {}
         n = 0
+        total = self.model.num_batches(self.split.train)
         batches = tqdm(self.model.batches(self.split.train, self.generator), leave=False,
-                       total=self.model.num_batches(self.split.train),
-                       desc=f"epoch {self.epoch + 1}", unit="batch",
-                       disable=not self.progress, dynamic_ncols=True)
+                       total=total, desc=f"epoch {self.epoch + 1}", unit="batch",
+                       disable=True if total is not None and total <= 1 else self._bars_off(),
+                       dynamic_ncols=True)
         for batch in batches:
             loss, parts = self.model.loss(_to(batch, self.device), self.step)
             if not torch.isfinite(loss):

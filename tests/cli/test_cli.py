@@ -48,6 +48,15 @@ def test_recommend_prints_titles_and_factors(vae_run):
     assert len(rows) == 5 and all("(" in r for r in rows)  # MovieLens titles carry the year
 
 
+def test_version_names_torch_and_pyg_without_importing_them():
+    code = ("import sys; from click.testing import CliRunner; "
+            "from disentangle_cli.main import main; "
+            "out = CliRunner().invoke(main, ['--version']).output; "
+            "assert 'torch 2.' in out and 'torch-geometric 2.' in out, out; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_recommend_refuses_nan_scores_instead_of_ranking_them(vae_run, monkeypatch):
     from disentangle.models import MacridVAE
 
