@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,6 +108,21 @@ def csr_parts(history: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise ValueError(f"history layout {history.layout} is not supported")
     return (history.crow_indices().long(), history.col_indices().long(),
             history.values().to(like.dtype))
+
+
+def user_row_batches(train: InteractionData, batch_size: int, generator: torch.Generator
+                     ) -> Iterator[Tensor]:
+    """One epoch of an autoencoder: the users with at least one interaction, shuffled with
+    ``generator``, as sparse CSR ``batch_size x M`` float rows of ``train``."""
+    csr = train.csr
+    active = torch.from_numpy(np.flatnonzero(np.diff(csr.indptr)))
+    order = active[torch.randperm(active.numel(), generator=generator)]
+    for chunk in order.split(batch_size):
+        rows = csr[chunk.numpy()]
+        yield torch.sparse_csr_tensor(
+            torch.from_numpy(rows.indptr).long(), torch.from_numpy(rows.indices).long(),
+            torch.from_numpy(rows.data).float(), size=rows.shape,
+            check_invariants=False)  # scipy built it: valid by construction
 
 
 class NoFactorsError(ValueError):

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from disentangle.data import InteractionData
 from disentangle.models.base import ModelConfig
-from disentangle.models.recommender import Recommender, csr_parts
+from disentangle.models.recommender import Recommender, csr_parts, user_row_batches
 
 
 @dataclasses.dataclass
@@ -155,15 +155,7 @@ class MultDAE(Recommender):
     def batches(self, train: InteractionData, generator: torch.Generator) -> Iterator[Tensor]:
         """One epoch: the users with at least one interaction, shuffled with ``generator``,
         in sparse CSR ``batch_size x M`` float rows."""
-        csr = train.csr
-        active = torch.from_numpy(np.flatnonzero(np.diff(csr.indptr)))
-        order = active[torch.randperm(active.numel(), generator=generator)]
-        for chunk in order.split(self.config.batch_size):
-            rows = csr[chunk.numpy()]
-            yield torch.sparse_csr_tensor(
-                torch.from_numpy(rows.indptr).long(), torch.from_numpy(rows.indices).long(),
-                torch.from_numpy(rows.data).float(), size=rows.shape,
-                check_invariants=False)  # scipy built it: valid by construction
+        yield from user_row_batches(train, self.config.batch_size, generator)
 
     def num_batches(self, train: InteractionData) -> int:
         return math.ceil(int((np.diff(train.csr.indptr) > 0).sum()) / self.config.batch_size)
