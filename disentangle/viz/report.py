@@ -191,74 +191,13 @@ def inspect_run(run: Run, out_dir: str | Path | None = None, user: str | None = 
     top_cats = factor_top_categories(weights, cats, names) if has_cats else \
         [[] for _ in range(num_factors)]
 
-    figures: list[tuple[str, Path, str]] = []  # (heading, path, caption)
-    cfg = run.config
-    records = read_metrics(run.path)
-    liang = run.split.protocol == "heldout"
-    if records:
-        validated = run.split.has_validation
-        path = plots.training_curves(
-            records, out / "training_curves.png", best_epoch=run.best_epoch,
-            select=cfg.train.select if validated else None, ks=cfg.train.ks,
-            recall_key="recall_liang" if liang else "recall", recall_label="Recall")
-        if validated:
-            shown = (f", its logged parts, and the validation metrics "
-                     f"({_recall_definition(liang)})")
-            chosen = f"the best by validation {cfg.train.select}"
-        else:
-            shown, chosen = " and its logged parts (no validation set)", "the last"
-        caption = (f"Mean training loss per epoch{shown}. The dotted line marks epoch "
-                   f"{run.best_epoch}, {chosen}; its model is the one evaluated and "
-                   f"inspected here.")
-        figures.append(("Training curves", path, caption))
-    if has_cats:
-        lift = factor_category_lift(weights, cats)
-        first = np.zeros_like(lift, dtype=bool)
-        column = {name: j for j, name in enumerate(names)}
-        for f, listed in enumerate(top_cats):
-            if listed:
-                first[f, column[listed[0]["category"]]] = True
-        path = plots.factor_category_heatmap(
-            lift, names, out / "factor_category.png",
-            value_label="lift = P(category | factor) / P(category)",
-            title="Which categories each factor over-represents (lift)", highlight=first,
-            center=1.0, log_scale=True, fmt="{:.2f}")
-        figures.append(("Factors × categories", path,
-                        ("Each cell is the lift P(category | factor) / P(category): how much "
-                         "more common the category is among the factor's items than among all "
-                         "items (each item contributes its factor weights, split evenly over "
-                         "its categories). White = 1, no preference; red = over-represented, "
-                         "blue = under-represented. Unlike raw shares, the lift favours "
-                         "neither large categories (Drama) nor large factors. Bold: the "
-                         "category each factor's explanations name first (categories under 1% "
-                         "of a factor are not named). Factors that coincide with categories "
-                         "show one deep red cell per row and per column; macro/bijection "
-                         "scores that on this matrix.")))
-    n_items = min(max_items, weights.shape[0])
-    path = plots.item_tsne(item_emb, weights, out / "tsne.png",
-                           item_categories=cats if has_cats else None,
-                           category_names=names if has_cats else (), max_items=max_items,
-                           seed=seed)
-    figures.append(("t-SNE of item factor embeddings", path,
-                    f"{n_items} items (seeded sample of {weights.shape[0]}), each the "
-                    f"concatenation of its K = {num_factors} factor embeddings, reduced by PCA "
-                    f"then t-SNE. Left: colour = the item's top factor. "
-                    + ("Right: colour = the item's category, for items with exactly one "
-                       "category (grey: several or none); its colours are unrelated to the "
-                       "factor colours. Factors that capture categories make the two panels "
-                       "look alike." if has_cats else "")))
-    corr = {f"item factor embeddings ({item_emb.shape[0]} items)":
-            channel_correlation(item_emb, max_samples=20 * max_users, seed=seed)}
-    if user_emb.shape[0] >= 2:
-        corr[f"user factor embeddings ({user_emb.shape[0]} users)"] = channel_correlation(
-            user_emb, max_samples=20 * max_users, seed=seed)
-    path = plots.channel_correlation_plot(corr, num_factors, out / "channel_correlation.png")
-    figures.append(("Correlation between factor dimensions", path,
-                    f"Absolute Pearson correlation between the K × d = {num_factors} × "
-                    f"{item_emb.shape[2]} dimensions; white lines separate the factors. "
-                    f"Dark off-diagonal blocks mean independent factors. Users are {wording}"
-                    + (" — with fewer users than dimensions, expect noisy correlations."
-                       if user_emb.shape[0] < user_emb.shape[1] * user_emb.shape[2] else ".")))
+    figures = [figure for figure in (
+        _training_figure(run, out),
+        _category_figure(weights, cats, names, top_cats, out) if has_cats else None,
+        _tsne_figure(item_emb, weights, cats if has_cats else None,
+                     names if has_cats else (), out, max_items, seed),
+        _correlation_figure(item_emb, user_emb, wording, out, max_users, seed),
+    ) if figure is not None]
 
     raw_user = str(user) if user is not None else _default_user(run, users, history)
     explanations = explain_recommendations(run, raw_user, k)
@@ -272,11 +211,102 @@ def inspect_run(run: Run, out_dir: str | Path | None = None, user: str | None = 
     page = _html(run, metrics, wording, figures, raw_user, user_png, explanations, n_known,
                  pool, has_cats)
     atomic_write(report, page.encode("utf-8"))
-    names_of = {"training_curves", "factor_category", "tsne", "channel_correlation"}
     return {"metrics": metrics, "users_measured": wording, "user": raw_user,
             "explanations": explanations, "report": report, "factors": out / FACTORS,
-            "plots": {**{p.stem: p for _, p, _ in figures if p.stem in names_of},
-                      "user": user_png}}
+            "plots": {**{p.stem: p for _, p, _ in figures}, "user": user_png}}
+
+
+# -- the report's figures: each step draws one and returns (heading, path, caption) ----------
+Figure = tuple[str, Path, str]
+
+
+def _training_figure(run: Run, out: Path) -> Figure | None:
+    """Loss and validation metrics per epoch, from the run's ``metrics.jsonl`` (none when the
+    run logged no epoch)."""
+    records = read_metrics(run.path)
+    if not records:
+        return None
+    cfg = run.config
+    liang = run.split.protocol == "heldout"
+    validated = run.split.has_validation
+    path = plots.training_curves(
+        records, out / "training_curves.png", best_epoch=run.best_epoch,
+        select=cfg.train.select if validated else None, ks=cfg.train.ks,
+        recall_key="recall_liang" if liang else "recall", recall_label="Recall")
+    if validated:
+        shown = (f", its logged parts, and the validation metrics "
+                 f"({_recall_definition(liang)})")
+        chosen = f"the best by validation {cfg.train.select}"
+    else:
+        shown, chosen = " and its logged parts (no validation set)", "the last"
+    caption = (f"Mean training loss per epoch{shown}. The dotted line marks epoch "
+               f"{run.best_epoch}, {chosen}; its model is the one evaluated and "
+               f"inspected here.")
+    return "Training curves", path, caption
+
+
+def _category_figure(weights: np.ndarray, cats, names: list[str], top_cats: list[list[dict]],
+                     out: Path) -> Figure:
+    """The factor × category lift heatmap, each factor's first-named category in bold."""
+    lift = factor_category_lift(weights, cats)
+    first = np.zeros_like(lift, dtype=bool)
+    column = {name: j for j, name in enumerate(names)}
+    for f, listed in enumerate(top_cats):
+        if listed:
+            first[f, column[listed[0]["category"]]] = True
+    path = plots.factor_category_heatmap(
+        lift, names, out / "factor_category.png",
+        value_label="lift = P(category | factor) / P(category)",
+        title="Which categories each factor over-represents (lift)", highlight=first,
+        center=1.0, log_scale=True, fmt="{:.2f}")
+    return ("Factors × categories", path,
+            ("Each cell is the lift P(category | factor) / P(category): how much "
+             "more common the category is among the factor's items than among all "
+             "items (each item contributes its factor weights, split evenly over "
+             "its categories). White = 1, no preference; red = over-represented, "
+             "blue = under-represented. Unlike raw shares, the lift favours "
+             "neither large categories (Drama) nor large factors. Bold: the "
+             "category each factor's explanations name first (categories under 1% "
+             "of a factor are not named). Factors that coincide with categories "
+             "show one deep red cell per row and per column; macro/bijection "
+             "scores that on this matrix."))
+
+
+def _tsne_figure(item_emb: np.ndarray, weights: np.ndarray, cats, names, out: Path,
+                 max_items: int, seed: int) -> Figure:
+    """t-SNE of a seeded sample of items, coloured by top factor (and by category when the
+    data has categories)."""
+    num_factors = weights.shape[1]
+    n_items = min(max_items, weights.shape[0])
+    path = plots.item_tsne(item_emb, weights, out / "tsne.png", item_categories=cats,
+                           category_names=names, max_items=max_items, seed=seed)
+    return ("t-SNE of item factor embeddings", path,
+            f"{n_items} items (seeded sample of {weights.shape[0]}), each the "
+            f"concatenation of its K = {num_factors} factor embeddings, reduced by PCA "
+            f"then t-SNE. Left: colour = the item's top factor. "
+            + ("Right: colour = the item's category, for items with exactly one "
+               "category (grey: several or none); its colours are unrelated to the "
+               "factor colours. Factors that capture categories make the two panels "
+               "look alike." if cats is not None else ""))
+
+
+def _correlation_figure(item_emb: np.ndarray, user_emb: np.ndarray, wording: str, out: Path,
+                        max_users: int, seed: int) -> Figure:
+    """|Pearson correlation| between the K × d dimensions, of items and (with two or more
+    measured users) of users."""
+    num_factors = item_emb.shape[1]
+    corr = {f"item factor embeddings ({item_emb.shape[0]} items)":
+            channel_correlation(item_emb, max_samples=20 * max_users, seed=seed)}
+    if user_emb.shape[0] >= 2:
+        corr[f"user factor embeddings ({user_emb.shape[0]} users)"] = channel_correlation(
+            user_emb, max_samples=20 * max_users, seed=seed)
+    path = plots.channel_correlation_plot(corr, num_factors, out / "channel_correlation.png")
+    return ("Correlation between factor dimensions", path,
+            f"Absolute Pearson correlation between the K × d = {num_factors} × "
+            f"{item_emb.shape[2]} dimensions; white lines separate the factors. "
+            f"Dark off-diagonal blocks mean independent factors. Users are {wording}"
+            + (" — with fewer users than dimensions, expect noisy correlations."
+               if user_emb.shape[0] < user_emb.shape[1] * user_emb.shape[2] else "."))
 
 
 def _user_view(run, raw_user: str, num_factors: int, pool: int = 100):
