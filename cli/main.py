@@ -23,6 +23,7 @@ from .common import (
     friendly_errors,
 )
 from .compare import compare
+from .data import datasets, download
 from .inspection import inspect_command
 from .tune import tune_command
 
@@ -245,25 +246,8 @@ def recommend(run_dir, user, k, explain):
         click.echo(f"{r:>4}  {row['factor']:>6} {row['share']:>5.2f}  {row['title']}")
 
 
-@main.command()
-@friendly_errors
-def datasets():
-    """List the datasets this toolkit knows, where they were found, and their counts."""
-    from disentangle.data import available, load_dataset
-
-    for row in available():
-        if row["path"] is None:
-            click.echo(f"{row['name']:<16} not found  {row['description']} "
-                       f"(give --data-dir or set DISENTANGLE_DATA)")
-            continue
-        data = load_dataset(row["name"]).data
-        click.echo(f"{row['name']:<16} {data.num_users:>7} users {data.num_items:>7} items "
-                   f"{data.num_interactions:>9} interactions  {row['description']}  "
-                   f"[{row['path']}]")
-
-
 inspect_command.callback = friendly_errors(inspect_command.callback)
-for command in (inspect_command, compare, tune_command):
+for command in (inspect_command, compare, tune_command, datasets, download):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -84,6 +84,13 @@ class DatasetInfo:
     files: tuple[str, ...]
     loader: Callable[[Path, LoadOptions], Source]
     embedded: bool = False
+    #: Another set of files the loader reads instead (ML-1M: the original ratings.dat, or
+    #: the implicit pairs of the shared copy).
+    alternative: tuple[str, ...] = ()
+
+    @property
+    def layouts(self) -> tuple[tuple[str, ...], ...]:
+        return (self.files, self.alternative) if self.alternative else (self.files,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +111,17 @@ class LoadOptions:
 
 
 # -- public entry points --------------------------------------------------------------------
+def data_home() -> Path:
+    """Where ``disentangle download`` puts datasets when ``$DISENTANGLE_DATA`` is unset:
+    ``$XDG_DATA_HOME/disentangle`` (by default ``~/.local/share/disentangle``)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path("~/.local/share").expanduser()
+    return Path(base) / "disentangle"
+
+
 def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``name``'s files: ``data_dir`` itself, ``$DISENTANGLE_DATA/name``,
-    or the package's embedded copy (for ``csv:PATH``, the file's folder)."""
+    """The folder holding ``name``'s files: ``data_dir`` itself, else
+    ``$DISENTANGLE_DATA/name`` or (that unset) ``data_home()/name``, else the package's
+    embedded copy (for ``csv:PATH``, the file's folder)."""
     if name.startswith(CSV_PREFIX):
         return _csv_path(name).parent
     info = _info(name)
@@ -115,13 +130,18 @@ def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         candidates.append(Path(data_dir))
     elif os.environ.get(DATA_ENV):
         candidates.append(Path(os.environ[DATA_ENV]) / name)
+    else:
+        candidates.append(data_home() / name)
     if info.embedded and data_dir is None:
         candidates.append(Path(str(resources.files(__package__) / "embedded" / name)))
     for c in candidates:
-        if all((c / f).exists() or (c / f"{f}.gz").exists() for f in info.files):
+        if any(all((c / f).exists() or (c / f"{f}.gz").exists() for f in layout)
+               for layout in info.layouts):
             return c
-    where = ", ".join(str(c) for c in candidates) or f"nowhere (give --data-dir or set {DATA_ENV})"
-    raise FileNotFoundError(f"dataset {name!r} needs {', '.join(info.files)}; not found in {where}")
+    where = ", ".join(str(c) for c in candidates)
+    needs = " or ".join(", ".join(layout) for layout in info.layouts)
+    raise FileNotFoundError(f"dataset {name!r} needs {needs}; not found in {where} (get it with "
+                            f"`disentangle download {name}`, or give --data-dir)")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
@@ -326,11 +346,37 @@ def _read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(users, dtype=str), np.array(items, dtype=str)
 
 
+_RATINGS_DAT_ROW = re.compile(r"([0-9]+)::([0-9]+)::([^:]*)::[0-9]*", re.ASCII)
+
+
+def _read_ratings_dat(path: Path, options: LoadOptions) -> tuple[np.ndarray, np.ndarray]:
+    """ML-1M's ``UserID::MovieID::Rating::Timestamp`` rows rated ``>= rating_threshold``,
+    ids minus 1 (as the implicit copy numbers them)."""
+    users, items, ratings = [], [], []
+    for n, line in _numbered_lines(path, "latin-1"):
+        if not line.strip():
+            continue
+        row = _RATINGS_DAT_ROW.fullmatch(line.strip())
+        if row is None:
+            raise _bad(path, n, f"{line.strip()[:40]!r}; expected UserID::MovieID::Rating::"
+                                f"Timestamp")
+        users.append(int(row[1]) - 1)
+        items.append(int(row[2]) - 1)
+        ratings.append(_number(path, n, "rating", row[3]))
+    _nonempty(path, users, "rows of UserID::MovieID::Rating::Timestamp")
+    keep = np.array(ratings) >= options.rating_threshold
+    return np.array(users)[keep].astype(str), np.array(items)[keep].astype(str)
+
+
 def _load_ml_1m(root: Path, options: LoadOptions) -> Source:
-    # The shared copy has every ML-1M rating as an implicit pair (ids = original id - 1) and no
-    # rating values, so no rating threshold can be applied (see its PROVENANCE.md).
-    u1, i1 = _read_lightgcn(root / "implicit_train.txt")
-    u2, i2 = _read_lightgcn(root / "implicit_test.txt")
+    if _existing(root / "ratings.dat").exists():  # the original (disentangle download)
+        users, items = _read_ratings_dat(_existing(root / "ratings.dat"), options)
+    else:
+        # The shared copy has every ML-1M rating as an implicit pair (ids = original id - 1)
+        # and no rating values, so no rating threshold can be applied (its PROVENANCE.md).
+        u1, i1 = _read_lightgcn(root / "implicit_train.txt")
+        u2, i2 = _read_lightgcn(root / "implicit_test.txt")
+        users, items = np.concatenate([u1, u2]), np.concatenate([i1, i2])
     meta = {}
     path = _existing(root / "movies.dat")
     for n, line in _numbered_lines(path, "latin-1"):
@@ -344,7 +390,7 @@ def _load_ml_1m(root: Path, options: LoadOptions) -> Source:
         meta[str(movie - 1)] = (title, genres.split("|"))
     _nonempty(path, meta, "rows of MovieID::Title::Genres")
     names = sorted({c for _, cs in meta.values() for c in cs})
-    return _build(np.concatenate([u1, u2]), np.concatenate([i1, i2]), meta, names, options)
+    return _build(users, items, meta, names, options)
 
 
 def load_lightgcn_dir(root: Path, options: LoadOptions = LoadOptions()) -> Source:
@@ -655,9 +701,16 @@ DATASETS: dict[str, DatasetInfo] = {
                     ("ratings.csv", "movies.csv"), _load_ml_latest, embedded=True),
         DatasetInfo("ml-100k", "MovieLens 100K, ratings >= 4, genres",
                     ("u.data", "u.item", "u.genre"), _load_ml_100k),
-        DatasetInfo("ml-1m", "MovieLens 1M as implicit pairs (no rating values), genres",
-                    ("implicit_train.txt", "implicit_test.txt", "movies.dat"), _load_ml_1m),
+        DatasetInfo("ml-1m", "MovieLens 1M, ratings >= 4 (from the implicit copy: every "
+                    "rating), genres", ("ratings.dat", "movies.dat"), _load_ml_1m,
+                    alternative=("implicit_train.txt", "implicit_test.txt", "movies.dat")),
+        DatasetInfo("ml-20m", "MovieLens 20M, ratings >= 4, genres",
+                    ("ratings.csv", "movies.csv"), _load_ml_latest),
         DatasetInfo("gowalla", "Gowalla check-ins, the LightGCN/DGCF train/test split",
+                    ("train.txt", "test.txt"), load_lightgcn_dir),
+        DatasetInfo("yelp2018", "Yelp 2018, the LightGCN/NGCF train/test split",
+                    ("train.txt", "test.txt"), load_lightgcn_dir),
+        DatasetInfo("amazon-book", "Amazon-book, the LightGCN/NGCF train/test split",
                     ("train.txt", "test.txt"), load_lightgcn_dir),
     ]
 }
