@@ -138,24 +138,41 @@ class InteractionData:
         ``item_meta`` maps a raw item id (str) to ``(title, [category, ...])``.
         Users and items are indexed in order of first appearance.
         """
-        raw_users = np.asarray(raw_users).astype(str)
-        raw_items = np.asarray(raw_items).astype(str)
-        user_ids, users = _factorize(raw_users)
-        item_ids, items = _factorize(raw_items)
-        pairs = np.unique(users * len(item_ids) + items)
-        users, items = pairs // len(item_ids), pairs % len(item_ids)
-        titles = cats = None
-        if item_meta is not None:
-            titles = np.array([item_meta.get(i, (i, []))[0] for i in item_ids], dtype=object)
-            if category_names is None:
-                category_names = sorted({c for _, cs in item_meta.values() for c in cs})
-            col = {c: j for j, c in enumerate(category_names)}
-            cats = np.zeros((len(item_ids), len(category_names)), dtype=np.float32)
-            for r, i in enumerate(item_ids):
-                for c in item_meta.get(i, ("", []))[1]:
-                    if c in col:
-                        cats[r, col[c]] = 1.0
-        return cls(users, items, user_ids, item_ids, titles, cats, list(category_names or []))
+        user_ids, users = _factorize(np.asarray(raw_users).astype(str))
+        item_ids, items = _factorize(np.asarray(raw_items).astype(str))
+        data = cls.from_codes(users, items, user_ids, item_ids)
+        return data if item_meta is None else data.with_item_meta(item_meta, category_names)
+
+    @classmethod
+    def from_codes(cls, users: np.ndarray, items: np.ndarray, user_ids: np.ndarray,
+                   item_ids: np.ndarray) -> InteractionData:
+        """Build from integer codes into ``user_ids`` and ``item_ids``: users and items are
+        re-indexed in order of first appearance (ids that no pair uses are dropped) and
+        duplicate pairs merged."""
+        used_users, users = _factorize(np.asarray(users, dtype=np.int64))
+        used_items, items = _factorize(np.asarray(items, dtype=np.int64))
+        m = len(used_items)
+        pairs = np.unique(users * m + items)
+        return cls(pairs // m if m else pairs, pairs % m if m else pairs,
+                   np.asarray(user_ids)[used_users], np.asarray(item_ids)[used_items])
+
+    def with_item_meta(self, item_meta: dict, category_names: list[str] | None = None
+                       ) -> InteractionData:
+        """A copy whose items have the titles and categories of ``item_meta`` (raw item id
+        -> ``(title, [category, ...])``); an item it does not list keeps its id as title and
+        has no category. Categories not in ``category_names`` (default: all, sorted) are
+        ignored."""
+        titles = np.array([item_meta.get(i, (i, []))[0] for i in self.item_ids], dtype=object)
+        if category_names is None:
+            category_names = sorted({c for _, cs in item_meta.values() for c in cs})
+        col = {c: j for j, c in enumerate(category_names)}
+        cats = np.zeros((self.num_items, len(category_names)), dtype=np.float32)
+        for r, i in enumerate(self.item_ids):
+            for c in item_meta.get(i, ("", []))[1]:
+                if c in col:
+                    cats[r, col[c]] = 1.0
+        return dataclasses.replace(self, item_titles=titles, item_categories=cats,
+                                   category_names=list(category_names))
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,12 +24,9 @@ its publisher's fixed format, so giving a delimiter with one is refused rather t
 """
 from __future__ import annotations
 
-import codecs
-import collections
 import contextlib
 import csv
 import dataclasses
-import io
 import logging
 import math
 import os
@@ -46,6 +43,8 @@ from .interactions import InteractionData
 DATA_ENV = "DISENTANGLE_DATA"
 EMBEDDED = "ml-latest-small"
 CSV_PREFIX = "csv:"
+RECBOLE_PREFIX = "recbole:"
+LIGHTGCN_PREFIX = "lightgcn:"
 #: The longest line read from any data file (a LightGCN-format line lists all of a user's
 #: items: Gowalla's longest is 5 KiB, ML-1M's 12 KiB).
 MAX_LINE = 1 << 20
@@ -103,11 +102,25 @@ class LoadOptions:
             (Liang et al. 2018 and MacridVAE use 5).
         delimiter: column separator of a ``csv:`` file (``None``: detect it); one character
             or ``tab``, ``space``, ``comma``, ``semicolon``, ``pipe``.
+        columns: the columns of a ``csv:`` or RecBole file by role,
+            ``user=customer_ref,item=item_code[,rating=stars][,timestamp=ts]``.
+        items: a catalogue file (id, title, categories separated by ``|``) whose titles and
+            categories replace the dataset's own (see :func:`~disentangle.data.delimited.load_items`).
+        progress: a progress bar while a user's file loads (``None``: on a terminal).
     """
 
     rating_threshold: float = 4.0
     min_user_interactions: int = 5
     delimiter: str | None = None
+    columns: str | None = None
+    items: str | None = None
+    progress: bool | None = None
+
+    @classmethod
+    def from_config(cls, data) -> LoadOptions:
+        """The options a :class:`~disentangle.config.DataConfig` sets."""
+        return cls(data.rating_threshold, data.min_user_interactions, data.delimiter,
+                   data.columns, data.items)
 
 
 # -- public entry points --------------------------------------------------------------------
@@ -122,8 +135,9 @@ def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding ``name``'s files: ``data_dir`` itself, else
     ``$DISENTANGLE_DATA/name`` or (that unset) ``data_home()/name``, else the package's
     embedded copy (for ``csv:PATH``, the file's folder)."""
-    if name.startswith(CSV_PREFIX):
-        return _csv_path(name).parent
+    if name.startswith(PREFIXES):
+        path = _prefixed_path(name)
+        return path if name.startswith(LIGHTGCN_PREFIX) else path.parent
     info = _info(name)
     candidates = []
     if data_dir is not None:
@@ -146,15 +160,38 @@ def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
                  options: LoadOptions = LoadOptions()) -> Source:
-    """Load a dataset by name (see :data:`DATASETS`), or a user's file as ``csv:PATH``."""
-    if name.startswith(CSV_PREFIX):
-        return load_csv(_csv_path(name), options)
-    info = _info(name)
-    if options.delimiter is not None:
-        raise DataError(f"data.delimiter={options.delimiter!r} (--delimiter) applies to a "
-                        f"csv:PATH dataset only; {name!r} is read in its publisher's fixed "
-                        f"format (leave the delimiter unset)")
-    return info.loader(dataset_dir(name, data_dir), options)
+    """Load a dataset by name (see :data:`DATASETS`), or a user's own data: ``csv:PATH`` (a
+    delimited file), ``recbole:DIR/NAME`` (RecBole atomic files ``NAME.inter`` and, if
+    present, ``NAME.item``, in ``DIR/NAME/`` or ``DIR/``) or ``lightgcn:DIR`` (``train.txt``
+    and ``test.txt``, the split kept). ``options.items`` then replaces the items' titles and
+    categories."""
+    from . import delimited
+
+    if name.startswith(PREFIXES):
+        path = _prefixed_path(name)
+        if name.startswith(CSV_PREFIX):
+            source = delimited.load_csv(path, options)
+        elif name.startswith(RECBOLE_PREFIX):
+            source = delimited.load_recbole(path, options)
+        else:
+            _fixed_format(name, options)
+            source = load_lightgcn_dir(path, options)
+    else:
+        info = _info(name)
+        _fixed_format(name, options)
+        source = info.loader(dataset_dir(name, data_dir), options)
+    if options.items is not None:
+        source.data = delimited.with_items(source.data, Path(options.items).expanduser())
+    return source
+
+
+def _fixed_format(name: str, options: LoadOptions) -> None:
+    """A delimiter or column mapping describes a ``csv:`` file only: refused, not ignored."""
+    for key, option, value in (("delimiter", "--delimiter", options.delimiter),
+                               ("columns", "--columns", options.columns)):
+        if value is not None:
+            raise DataError(f"data.{key}={value!r} ({option}) applies to a csv:PATH dataset "
+                            f"only; {name!r} is read in its fixed format (leave it unset)")
 
 
 def available() -> list[dict]:
@@ -172,7 +209,7 @@ def available() -> list[dict]:
 def _info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or "
-                         f"csv:PATH for a file of your own")
+                         f"csv:PATH, recbole:DIR/NAME or lightgcn:DIR for data of your own")
     return DATASETS[name]
 
 
@@ -406,274 +443,20 @@ def load_lightgcn_dir(root: Path, options: LoadOptions = LoadOptions()) -> Sourc
     return Source(data, given_test)
 
 
-# -- a user's own file -----------------------------------------------------------------------
-_DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe", " ": "space"}
-#: Detection prefers, among delimiters that split the lines equally well, the one least
-#: likely to occur inside a field: a comma is the decimal mark of many locales (whose files
-#: are therefore ;-delimited) and occurs in titles, a space in names.
-_SNIFF_ORDER = ("\t", ";", "|", ",", " ")
+# -- a user's own files ----------------------------------------------------------------------
 _DECIMAL_COMMA = re.compile(r"\s*[+-]?[0-9]+,[0-9]+\s*", re.ASCII)
-_ROLES = ("user", "item", "rating", "timestamp")
-_LAYOUT = "user, item and optionally rating and timestamp"
+#: Prefixes of a dataset that is a user's own file or folder (see :func:`load_dataset`).
+PREFIXES = (CSV_PREFIX, RECBOLE_PREFIX, LIGHTGCN_PREFIX)
 
 
-def _csv_path(name: str) -> Path:
-    path = name[len(CSV_PREFIX):]
+def _prefixed_path(name: str) -> Path:
+    prefix = next(p for p in PREFIXES if name.startswith(p))
+    path = name[len(prefix):]
     if not path.strip():
-        raise DataError(f"dataset {name!r}: give a file after 'csv:', e.g. csv:ratings.csv")
+        example = {CSV_PREFIX: "csv:ratings.csv", RECBOLE_PREFIX: "recbole:data/ml-100k",
+                   LIGHTGCN_PREFIX: "lightgcn:data/gowalla"}[prefix]
+        raise DataError(f"dataset {name!r}: give a path after {prefix!r}, e.g. {example}")
     return Path(path).expanduser()
-
-
-def parse_delimiter(value: str) -> str:
-    """``--delimiter`` as one character: a character itself, ``\\t``, or a name (``tab``,
-    ``space``, ``comma``, ``semicolon``, ``pipe``)."""
-    named = {v: k for k, v in _DELIMITER_NAMES.items()} | {"\\t": "\t"}
-    d = named.get(value.lower(), value) if isinstance(value, str) else value
-    if not isinstance(d, str) or len(d) != 1 or d in "\r\n\"" or d.isalnum():
-        raise DataError(f"delimiter {value!r}: expected one character other than a letter, digit, "
-                        f"quote or newline, or one of {', '.join(_DELIMITER_NAMES.values())}")
-    return d
-
-
-def load_csv(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> Source:
-    """Read a delimited file of interactions: one row per interaction with the columns user,
-    item, and optionally rating and timestamp.
-
-    - Ids may be any strings. Ratings and timestamps must be finite numbers.
-    - The delimiter is detected among tab, semicolon, pipe, comma and space (preferred in
-      that order when several split the lines equally well) unless ``options.delimiter``
-      names it. A file may be compressed (``.gz``, ``.bz2``, ``.xz``, a one-file ``.zip``;
-      see :mod:`disentangle.files` for the size limits); text is UTF-8 (a byte-order mark,
-      or UTF-16 with one, is accepted).
-    - Numbers use a decimal point: a rating written ``4,5`` is refused with a hint (in a
-      comma-delimited file it would otherwise split into two columns).
-    - A first row is a header when its names are recognised (``user``/``userId``,
-      ``item``/``movieId``/..., ``rating``, ``timestamp``; columns are then taken by name,
-      in any order) or when its rating or timestamp column is not a number (columns by
-      position).
-    - With a rating column, interactions with ``rating >= options.rating_threshold`` are kept;
-      then users with fewer than ``options.min_user_interactions`` are dropped.
-    - Repeated (user, item) rows are merged into one interaction (kept when any of its rows
-      passes the threshold) and counted in a warning.
-
-    Raises :class:`DataError` naming the file, the line and the value for anything unusable.
-    """
-    path = Path(path)
-    text = read_text(path)
-    if options.delimiter is not None:
-        delimiter = parse_delimiter(options.delimiter)
-    else:
-        delimiter = _sniff_delimiter(path, _lines(text))
-    rows = _csv_rows(path, text, delimiter)
-    if not rows:
-        raise DataError(f"{path}: no rows; expected {_LAYOUT}")
-    how = f"delimiter {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}"
-    how += "" if options.delimiter is not None else " (detected; give --delimiter to override)"
-    first_line, first = rows[0]
-    ncols = len(first)
-    if ncols < 2 or ncols > 4:
-        raise DataError(f"{path}: line {first_line}: {ncols} field{'s' * (ncols != 1)} with "
-                        f"{how}; expected 2 to 4 columns: {_LAYOUT}")
-    columns = _header_columns(first)
-    named = columns is not None
-    header = named or any(not _is_number(f) and not _DECIMAL_COMMA.fullmatch(f)
-                          for f in first[2:])
-    if columns is None:
-        columns = dict(zip(_ROLES, range(ncols)))
-    if header:
-        rows = rows[1:]
-        if not rows:
-            raise DataError(f"{path}: only a header line, no interactions")
-    users, items, ratings, stamps = [], [], [], []
-    u_col, i_col = columns["user"], columns["item"]
-    r_col, t_col = columns.get("rating"), columns.get("timestamp")
-    for line, fields in rows:
-        if len(fields) != ncols:
-            hint = " (a quote opened here is never closed)" if any("\n" in f for f in fields) \
-                else " (a number with a decimal comma, such as 4,5? write 4.5)" \
-                if delimiter == "," and abs(len(fields) - ncols) == 1 else ""
-            raise DataError(f"{path}: line {line}: {len(fields)} field"
-                            f"{'s' * (len(fields) != 1)}, expected {ncols} as on line "
-                            f"{first_line}{hint}; {how}")
-        user, item = fields[u_col].strip(), fields[i_col].strip()
-        for role, value in (("user", user), ("item", item)):
-            if not value:
-                raise DataError(f"{path}: line {line}: empty {role} id")
-            if "\n" in value or "\r" in value:
-                raise DataError(f"{path}: line {line}: {role} id spans lines (a quote opened "
-                                f"on this line is never closed)")
-        if r_col is not None:
-            ratings.append(_number(path, line, "rating", fields[r_col]))
-        if t_col is not None:
-            _number(path, line, "timestamp", fields[t_col])
-            stamps.append(fields[t_col].strip())
-        users.append(user)
-        items.append(item)
-    if not named and delimiter == "," and r_col is not None and stamps \
-            and all(len(t) == 1 and t.isdigit() for t in stamps):
-        raise DataError(f"{path}: line {rows[0][0]}: the 4th column (a timestamp by position) "
-                        f"holds single digits only, as ratings written with a decimal comma "
-                        f"split in two ({_fields_text(rows[0][1])}): write 4.5, not 4,5, or "
-                        f"quote the ratings")
-    n_rows = len(users)
-    duplicates = n_rows - len(set(zip(users, items)))
-    if duplicates:
-        log.warning(f"{path}: {duplicates} repeated (user, item) row"
-                    f"{'s' * (duplicates != 1)} merged: each pair counts as one interaction")
-    users_a, items_a = np.array(users, dtype=str), np.array(items, dtype=str)
-    if ratings:
-        if not math.isfinite(options.rating_threshold):
-            raise DataError(f"rating threshold {options.rating_threshold}: expected a finite "
-                            f"number (data.rating_threshold, --rating-threshold)")
-        keep = np.array(ratings) >= options.rating_threshold
-        if not keep.any():
-            raise DataError(f"{path}: no interactions left: none of the {n_rows} ratings is "
-                            f">= {options.rating_threshold:g} (data.rating_threshold; set it "
-                            f"with --rating-threshold)")
-        users_a, items_a = users_a[keep], items_a[keep]
-    data = InteractionData.from_raw(users_a, items_a)
-    kept = data.drop_sparse_users(options.min_user_interactions)
-    if kept.num_interactions == 0:
-        raise DataError(f"{path}: no interactions left: no user has "
-                        f"{options.min_user_interactions} or more interactions"
-                        f"{' after the rating threshold' if ratings else ''} ({data.num_users} "
-                        f"user{'s' * (data.num_users != 1)}; data.min_user_interactions)"
-                        f"{_delimiter_hint(data.user_ids, delimiter)}")
-    return Source(kept)
-
-
-def read_text(path: Path, expected: str = f"rows of {_LAYOUT}") -> str:
-    """The decoded text of a user's file, read in blocks: a NUL byte or a line longer than
-    :data:`MAX_LINE` stops the read there (an all-zero file is refused after its first block,
-    not read whole). An empty file is a :class:`DataError` saying that ``expected`` was
-    expected."""
-    chunks, newlines, utf16, run = [], 0, False, 0
-    with _as_data_error(), files.open_stream(path) as f:
-        while chunk := f.read(_CHUNK):
-            if not chunks:
-                utf16 = chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-            nul = -1 if utf16 else chunk.find(b"\0")
-            if nul >= 0:
-                line = newlines + chunk.count(b"\n", 0, nul) + 1
-                raise DataError(f"{path}: line {line}: binary data (a NUL byte); expected "
-                                f"delimited text")
-            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
-            run = run + len(chunk) if end < 0 else len(chunk) - end - 1
-            newlines += chunk.count(b"\n")
-            if run > MAX_LINE * (2 if utf16 else 1):
-                raise DataError(f"{path}: line {newlines + 1}: longer than {MAX_LINE} bytes; "
-                                f"expected delimited text")
-            chunks.append(chunk)
-    blob = b"".join(chunks)
-    if utf16:
-        try:
-            text = blob.decode("utf-16")
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: starts like UTF-16 text but does not decode") from None
-    else:
-        try:
-            text = blob.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            line = blob.count(b"\n", 0, e.start) + 1
-            raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{blob[e.start]:02x}); "
-                            f"expected delimited text") from None
-    if not text.strip():
-        raise DataError(f"{path}: empty file; expected {expected}")
-    return text
-
-
-def _lines(text: str) -> list[str]:
-    """Lines split as the csv module splits them (``\n``, ``\r\n`` or ``\r``)."""
-    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
-
-
-def _split(line: str, delimiter: str) -> list[str]:
-    if delimiter == " ":  # any run of blanks separates, as in u.data or LightGCN files
-        return line.split()
-    try:
-        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
-    except csv.Error:
-        return [line]
-
-
-def _sniff_delimiter(path: Path, lines: list[str]) -> str:
-    """The candidate that splits most of the first lines into the same 2 to 4 fields."""
-    sample = [line for line in lines if line.strip()][:50]
-    best, best_key = None, None
-    for rank, d in enumerate(_SNIFF_ORDER):
-        counts = [len(_split(line, d)) for line in sample]
-        mode, hits = collections.Counter(counts).most_common(1)[0]
-        if mode < 2:
-            continue
-        key = (2 <= mode <= 4, hits, -rank)
-        if best_key is None or key > best_key:
-            best, best_key = d, key
-    if best is None:
-        raise DataError(f"{path}: line 1: one column with each of "
-                        f"{', '.join(_DELIMITER_NAMES.values())} as delimiter; expected "
-                        f"{_LAYOUT} (give --delimiter)")
-    return best
-
-
-def _csv_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
-    """Non-empty rows with the line each starts on."""
-    if delimiter == " ":
-        return [(n, fields) for n, line in enumerate(_lines(text), 1)
-                if (fields := line.split())]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
-    rows, start = [], 1
-    try:
-        for fields in reader:
-            if any(f.strip() for f in fields):
-                rows.append((start, fields))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise DataError(f"{path}: line {start}: {e}") from None
-    return rows
-
-
-def _fields_text(fields: list[str]) -> str:
-    return ", ".join(repr(f) for f in fields)
-
-
-def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:
-    """A hint when most ids hold another candidate delimiter (the detected one was wrong)."""
-    for d in _SNIFF_ORDER:
-        if d != delimiter and d != " " and (np.char.find(ids.astype(str), d) >= 0).mean() > 0.5:
-            example = next(str(x) for x in ids if d in str(x))
-            return (f"; most user ids contain {_DELIMITER_NAMES[d]} ({example!r}): is that the "
-                    f"delimiter? give --delimiter {_DELIMITER_NAMES[d]}")
-    return ""
-
-
-def _header_columns(fields: list[str]) -> dict[str, int] | None:
-    """Column of each role when every field of ``fields`` is a recognised column name."""
-    columns: dict[str, int] = {}
-    for col, name in enumerate(fields):
-        role = _role(name)
-        if role is None or role in columns:
-            return None
-        columns[role] = col
-    return columns if {"user", "item"} <= set(columns) else None
-
-
-_NAMES = {
-    "user": {"user", "users", "userid", "uid", "u", "customer", "customerid", "reviewer",
-             "reviewerid", "visitor", "visitorid"},
-    "item": {"item", "items", "itemid", "iid", "i", "sid", "movie", "movieid", "product",
-             "productid", "asin", "book", "bookid", "isbn", "song", "songid", "track", "trackid",
-             "artist", "artistid", "business", "businessid", "venue", "venueid", "location",
-             "locationid", "poi", "poiid"},
-    "rating": {"rating", "ratings", "score", "stars", "value", "r", "preference"},
-    "timestamp": {"timestamp", "time", "ts", "t", "date", "datetime", "unixtime",
-                  "unixreviewtime"},
-}
-
-
-def _role(name: str) -> str | None:
-    """The role of a header name (case, blanks, ``_`` and ``-`` ignored), if it has one."""
-    n = "".join(c for c in name.lower() if c.isalnum())
-    return next((role for role, names in _NAMES.items() if n in names), None)
 
 
 def _is_number(text: str) -> bool:
@@ -714,3 +497,10 @@ DATASETS: dict[str, DatasetInfo] = {
                     ("train.txt", "test.txt"), load_lightgcn_dir),
     ]
 }
+
+# A user's files are read by .delimited, which uses the definitions above; split folders
+# read their files with its read_text.
+from .delimited import read_text
+
+__all__ = ["DATASETS", "DataError", "LoadOptions", "Source", "available", "data_home",
+           "dataset_dir", "load_dataset", "load_lightgcn_dir", "read_text"]

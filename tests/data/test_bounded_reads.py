@@ -15,7 +15,8 @@ import pytest
 
 from disentangle import files
 from disentangle.data import LoadOptions, load_dataset
-from disentangle.data.sources import DataError, load_csv
+from disentangle.data.delimited import load_csv
+from disentangle.data.sources import DataError
 
 GiB = 1 << 30
 

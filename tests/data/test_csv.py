@@ -5,7 +5,8 @@ import logging
 import pytest
 
 from disentangle.data import LoadOptions, load_dataset
-from disentangle.data.sources import DataError, load_csv
+from disentangle.data.delimited import load_csv
+from disentangle.data.sources import DataError
 
 ALL = LoadOptions(min_user_interactions=1)
 
@@ -42,9 +43,75 @@ def test_a_header_with_known_names_maps_columns_in_any_order(tmp_path):
     assert pairs(load_csv(path, ALL)) == {("u1", "m1"), ("u2", "m3")}
 
 
-def test_a_first_row_with_a_text_rating_is_a_header_even_with_unknown_names(tmp_path):
-    path = write(tmp_path, "who,what,stars\nu1,i1,5\nu2,i2,1\n")
-    assert pairs(load_csv(path, ALL)) == {("u1", "i1")}
+# -- headers and the column mapping ---------------------------------------------------------
+@pytest.mark.parametrize("content", [
+    "who,what,stars\nu1,i1,5\nu2,i2,1\n",
+    # the file of the issue: read by position, its timestamps would have been the users
+    "ts,customer_ref,item_code,stars\n100,c1,i1,5\n200,c2,i2,4\n",
+])
+def test_a_header_without_user_and_item_names_is_an_error_listing_its_columns(tmp_path,
+                                                                               content):
+    path = write(tmp_path, content)
+    header = content.split("\n")[0].split(",")
+    with pytest.raises(DataError) as err:
+        load_csv(path, ALL)
+    message = str(err.value)
+    assert message.startswith(f"{path}: line 1: a header whose columns (")
+    assert all(repr(name) in message for name in header)
+    assert "--columns user=NAME,item=NAME" in message
+
+
+def test_the_column_mapping_reads_a_header_of_any_names_in_any_order(tmp_path):
+    path = write(tmp_path, "ts,customer_ref,note,item_code,stars\n100,c1,x,i1,5\n"
+                           "200,c2,y,i2,3\n300,c2,z,i3,4.5\n")
+    columns = "user=customer_ref,item=item_code,rating=stars,timestamp=ts"
+    got = load_csv(path, LoadOptions(min_user_interactions=1, columns=columns))
+    assert pairs(got) == {("c1", "i1"), ("c2", "i3")}  # rating >= 4 from 'stars'
+
+
+def test_a_partial_mapping_keeps_the_known_names_for_the_other_roles(tmp_path):
+    path = write(tmp_path, "customer_ref;movieId;rating\nc1;m1;5\nc1;m2;1\n")
+    got = load_csv(path, LoadOptions(min_user_interactions=1, columns="user=customer_ref"))
+    assert pairs(got) == {("c1", "m1")}
+
+
+def test_a_mapped_column_the_header_lacks_is_an_error_listing_the_header(tmp_path):
+    path = write(tmp_path, "customer_ref,item_code\nc1,i1\n")
+    with pytest.raises(DataError) as err:
+        load_csv(path, LoadOptions(columns="user=customer,item=item_code"))
+    assert str(err.value) == (f"{path}: line 1: no column 'customer' (--columns "
+                              f"user=customer); the header has 'customer_ref', 'item_code'")
+
+
+def test_a_mapping_for_a_file_without_header_is_an_error(tmp_path):
+    path = write(tmp_path, "c1,i1,5\nc2,i2,4\n")
+    with pytest.raises(DataError, match="line 1: no column 'customer_ref'"):
+        load_csv(path, LoadOptions(columns="user=customer_ref,item=item_code"))
+
+
+def test_two_columns_with_names_of_one_role_are_an_error(tmp_path):
+    path = write(tmp_path, "user,uid,item\na,1,x\n")
+    with pytest.raises(DataError, match="columns 'user' and 'uid' both look like the user"):
+        load_csv(path, ALL)
+    got = load_csv(path, LoadOptions(min_user_interactions=1, columns="user=uid"))
+    assert pairs(got) == {("1", "x")}
+
+
+def test_extra_named_columns_are_ignored_with_a_warning(tmp_path, caplog):
+    path = write(tmp_path, "userId,movieId,comment\nu1,m1,great\n")
+    with caplog.at_level(logging.WARNING, logger="disentangle"):
+        assert pairs(load_csv(path, ALL)) == {("u1", "m1")}
+    assert "columns 'comment' are not used" in caplog.text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("user", "expected role=column pairs"), ("who=x", "expected role=column pairs"),
+    ("user=", "expected role=column pairs"), ("user=a,user=b", "role user given twice"),
+    ("user=a,item=a", "one column named for two roles"),
+])
+def test_a_bad_column_mapping_is_refused(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_csv(write(tmp_path, "a,b\n"), LoadOptions(columns=text))
 
 
 def test_without_a_header_the_first_row_is_data(tmp_path):
@@ -101,7 +168,8 @@ def test_load_dataset_reaches_csv_files_by_name(tmp_path):
     (b"u,i\n\x00\x01", "line 2: binary data"),
     (b"u,i\nv,\xe9\n", "line 2: not UTF-8 text (byte 0xe9)"),
     ("a\nb\n", "one column with each of tab, comma"),
-    ("a,b,c,d,e\n", "line 1: 5 fields"),
+    ("1,2,3,4,5\n", "line 1: 5 fields with delimiter comma (detected; give --delimiter to "
+                     "override) and no header"),
     ("u,i\nu,j\nu,k,3,4\n", "line 3: 4 fields, expected 2 as on line 1"),
     ("u,i,5\nu,j,five\n", "line 2: rating 'five' is not a number"),
     ("u,i,5\nu,j,NaN\n", "line 2: rating 'NaN' is not a finite number"),
