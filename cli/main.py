@@ -88,11 +88,19 @@ def main(debug: bool) -> None:
               help="Model to train: macridvae, disengcn, or a baseline (ease, itemknn, bpr, multvae, "
                    "multdae, lightgcn); or model.name in --config.")
 @click.option("--dataset", type=str, default=None,
-              help="Dataset name (see `disentangle datasets`), or csv:PATH for your own file of "
-                   "user, item[, rating[, timestamp]] rows; default ml-latest-small, embedded.")
+              help="Dataset name (see `disentangle datasets`), or your own data: csv:PATH (rows of "
+                   "user, item[, rating[, timestamp]]), recbole:DIR/NAME (RecBole .inter/.item) "
+                   "or lightgcn:DIR (train.txt/test.txt); default ml-latest-small, embedded.")
 @click.option("--delimiter", type=str, default=None,
               help="Column separator of a csv:PATH file (data.delimiter): a character, or tab, "
                    "space, comma, semicolon, pipe; default: detected.")
+@click.option("--columns", type=str, default=None, metavar="ROLE=NAME,...",
+              help="Columns of a csv:PATH or recbole: file by role (data.columns), e.g. "
+                   "user=customer_ref,item=item_code,rating=stars,timestamp=ts; default: "
+                   "recognised by their usual names.")
+@click.option("--items", "items", type=click.Path(dir_okay=False), default=None,
+              help="Item catalogue (data.items): rows of item id, title and categories "
+                   "separated by |, for titles and the factor metrics on your own data.")
 @click.option("--rating-threshold", type=float, default=None,
               help="Keep interactions rated at least this (data.rating_threshold; only for data "
                    "with ratings).")
@@ -120,8 +128,8 @@ def main(debug: bool) -> None:
 @click.option("--no-report", is_flag=True,
               help="Skip the factor metrics, plots and report.html written after training.")
 @friendly_errors
-def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protocol, configs,
-        overrides, epochs, seed, device, out, resume_dir, quiet, no_report):
+def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, split_dir,
+        protocol, configs, overrides, epochs, seed, device, out, resume_dir, quiet, no_report):
     """Train a model and report held-out test metrics next to popularity.
 
     The run directory is locked while the run trains (a second fit into it fails at once);
@@ -135,7 +143,8 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
     resolve_device(device)  # a bad --device before anything else
     # typed option values, never parsed as YAML text: --split-dir null is the folder 'null'
     options = {key: value for key, value in (
-        ("data.dataset", dataset), ("data.delimiter", delimiter),
+        ("data.dataset", dataset), ("data.delimiter", delimiter), ("data.columns", columns),
+        ("data.items", items),
         ("data.rating_threshold", rating_threshold), ("data.data_dir", data_dir),
         ("data.split_dir", split_dir), ("data.protocol", protocol), ("train.epochs", epochs),
         ("train.seed", seed)) if value is not None}
@@ -145,6 +154,7 @@ def fit(model, dataset, delimiter, rating_threshold, data_dir, split_dir, protoc
 
     if resume_dir is not None:
         given = {"--model": model, "--dataset": dataset, "--delimiter": delimiter,
+                 "--columns": columns, "--items": items,
                  "--rating-threshold": rating_threshold, "--data-dir": data_dir,
                  "--split-dir": split_dir, "--protocol": protocol, "--config": configs,
                  "--set": overrides, "--seed": seed, "--out": out}

@@ -65,6 +65,11 @@ class DataConfig(ConfigSection):
             validated run has chosen ``train.epochs``, as LightGCN and DGCF train;
             ``train.patience`` then never stops a run).
         delimiter: column separator of a ``csv:PATH`` dataset (``None``: detected).
+        columns: the columns of a ``csv:PATH`` or ``recbole:`` dataset by role,
+            ``user=customer_ref,item=item_code[,rating=stars][,timestamp=ts]`` (``None``:
+            recognised by their usual names).
+        items: a catalogue file (item id, title, categories separated by ``|``) giving the
+            items' titles and categories (``None``: the dataset's own, if any).
     """
 
     dataset: str = "ml-latest-small"
@@ -77,6 +82,8 @@ class DataConfig(ConfigSection):
     min_user_interactions: int = 5
     valid_ratio: float = 0.1
     delimiter: str | None = None
+    columns: str | None = None
+    items: str | None = None
 
     constraints: ClassVar[dict[str, tuple[Constraint, ...]]] = {
         "dataset": (NonBlank("a dataset name or csv:PATH"),),
@@ -89,7 +96,18 @@ class DataConfig(ConfigSection):
                                    accepted="a fraction in (0, 0.5)")),
         "min_user_interactions": (Interval(int, 1, None),),
         "valid_ratio": (Interval(float, 0, 1, closed="left", accepted="a fraction in [0, 1)"),),
+        "items": (NonBlank("a file path or null"),),
     }
+
+    def validate(self) -> None:
+        from .data.delimited import parse_columns
+
+        if self.columns is not None:
+            try:
+                parse_columns(self.columns)
+            except ValueError as e:
+                raise ValueError(f"columns={short_repr(self.columns)} is out of range: {e}") \
+                    from None
 
 
 @dataclasses.dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import io
 import itertools
 import logging
@@ -65,7 +66,7 @@ NAMES = {
     "user": {"user", "users", "userid", "uid", "u", "customer", "customerid", "reviewer",
              "reviewerid", "visitor", "visitorid"},
     "item": {"item", "items", "itemid", "iid", "i", "sid", "movie", "movieid", "product",
-             "productid", "asin", "book", "bookid", "isbn", "song", "songid", "track", "trackid",
+             "productid", "sku", "asin", "book", "bookid", "isbn", "song", "songid", "track", "trackid",
              "artist", "artistid", "business", "businessid", "venue", "venueid", "location",
              "locationid", "poi", "poiid"},
     "rating": {"rating", "ratings", "score", "stars", "value", "r", "preference"},
@@ -248,10 +249,11 @@ _HOW_TO_NAME = ("name them with --columns user=NAME,item=NAME[,rating=NAME][,tim
 
 
 def _header_columns(path: Path, line: int, fields: list[str], mapping: dict[str, str] | None,
-                    names: dict[str, set[str]] = NAMES,
-                    required: tuple[str, ...] = ("user", "item")) -> dict[str, int] | None:
+                    names: dict[str, set[str]] = NAMES, required: tuple[str, ...] = ("user", "item"),
+                    strict: bool = True) -> dict[str, int] | None:
     """Column of each role when ``fields`` is a header (``None``: the row is data). With a
-    ``mapping`` the row must be a header holding every mapped name."""
+    ``mapping`` the row must be a header holding every mapped name; ``strict``: a row that
+    looks like a header without the ``required`` names is an error."""
     plain = [_name(f) for f in fields]
     columns: dict[str, int] = {}
     for role, name in (mapping or {}).items():
@@ -275,7 +277,7 @@ def _header_columns(path: Path, line: int, fields: list[str], mapping: dict[str,
     looks_like_header = mapping or not any(_is_number(f) for f in fields)
     if looks_like_header and all(r in columns for r in required):
         return columns
-    if mapping or (looks_like_header and any(
+    if mapping or (strict and looks_like_header and any(
             not _is_number(f) and not _DECIMAL_COMMA.fullmatch(f) for f in fields[2:])):
         missing = [r for r in required if r not in columns]
         raise DataError(f"{path}: line {line}: a header whose columns ({_seen(fields)}) give no "
@@ -415,3 +417,98 @@ def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:
             return (f"; most user ids contain {DELIMITER_NAMES[d]} ({example!r}): is that the "
                     f"delimiter? give --delimiter {DELIMITER_NAMES[d]}")
     return ""
+
+
+# -- RecBole atomic files -------------------------------------------------------------------
+def load_recbole(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source:
+    """RecBole's atomic files for dataset ``NAME``: ``NAME.inter`` (tab-separated, a typed
+    header such as ``user_id:token item_id:token rating:float timestamp:float``) and, when
+    present, ``NAME.item`` (``item_id:token``, a title column and a ``token_seq`` column of
+    categories separated by spaces, e.g. ``class:token_seq``). ``path`` is ``DIR/NAME``: the
+    files are looked for in the folder ``DIR/NAME/`` (RecBole's layout), then in ``DIR/``.
+    The interactions are read as :func:`load_csv` reads them (tab-separated unless
+    ``options.delimiter`` says otherwise)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    inter = folder / f"{path.name}.inter"
+    if not inter.exists():
+        raise DataError(f"{path}: no {path.name}.inter in {folder}; expected RecBole atomic "
+                        f"files (DIR/NAME/NAME.inter or DIR/NAME.inter)")
+    delimiter = options.delimiter if options.delimiter is not None else "\t"
+    source = load_csv(inter, dataclasses.replace(options, delimiter=delimiter))
+    item = folder / f"{path.name}.item"
+    if item.exists():
+        source.data = source.data.with_item_meta(
+            read_items(item, delimiter="\t", separator=None))
+    return source
+
+
+# -- item catalogues ------------------------------------------------------------------------
+ITEM_NAMES = {
+    "item": NAMES["item"] | {"id"},
+    "title": {"title", "name", "movietitle", "booktitle", "itemname", "productname"},
+    "categories": {"categories", "category", "genres", "genre", "class", "classes", "tags"},
+}
+_NO_CATEGORY = {"(no genres listed)"}
+
+
+def read_items(path: str | os.PathLike, delimiter: str | None = None,
+               separator: str | None = "|") -> dict[str, tuple[str, list[str]]]:
+    """An item catalogue: ``{raw item id: (title, [category, ...])}``.
+
+    One row per item: id, title, and optionally its categories joined by ``separator``
+    (``|`` as in MovieLens; ``None``: blanks, as in RecBole's ``token_seq``). A header naming
+    the columns (``id``/``itemId``/``movieId``..., ``title``/``name``, ``genres``/
+    ``categories``/``class``; RecBole's ``:type`` suffixes dropped) maps them in any order;
+    without one the columns are taken in that order. The delimiter is detected among tab,
+    semicolon and comma unless given. A repeated id is a :class:`DataError`.
+    """
+    path = Path(path)
+    rows, _, how = _open_rows(path, delimiter, False, ("\t", ";", ","),
+                              "item id, title and categories")
+    first_line, first = next(rows, (0, []))
+    columns = _header_columns(path, first_line, first, None, ITEM_NAMES, ("item", "title"),
+                              strict=False)
+    if columns is None:
+        columns = dict(zip(("item", "title", "categories"), range(min(len(first), 3))))
+        rows = itertools.chain([(first_line, first)], rows)
+    if "title" not in columns:
+        raise DataError(f"{path}: line {first_line}: {len(first)} field with {how}; expected "
+                        f"item id, title and optionally categories")
+    i_col, t_col, c_col = columns["item"], columns["title"], columns.get("categories")
+    meta: dict[str, tuple[str, list[str]]] = {}
+    lines: dict[str, int] = {}
+    for line, fields in rows:
+        if len(fields) <= max(columns.values()):
+            raise DataError(f"{path}: line {line}: {len(fields)} field"
+                            f"{'s' * (len(fields) != 1)}; expected item id, title"
+                            f"{' and categories' if c_col is not None else ''} ({how})")
+        item = fields[i_col].strip()
+        if not item:
+            raise DataError(f"{path}: line {line}: empty item id")
+        if item in lines:
+            raise DataError(f"{path}: line {line}: item {item!r} repeats line {lines[item]}")
+        lines[item] = line
+        raw = fields[c_col] if c_col is not None else ""
+        cats = [c.strip() for c in (raw.split(separator) if separator else raw.split())]
+        meta[item] = (fields[t_col].strip(),
+                      [c for c in cats if c and c not in _NO_CATEGORY])
+    if not meta:
+        raise DataError(f"{path}: no items; expected rows of item id, title and categories")
+    return meta
+
+
+def with_items(data: InteractionData, path: Path) -> InteractionData:
+    """``data`` with the titles and categories of the catalogue at ``path`` (see
+    :func:`read_items`); items it does not list keep their ids as titles (a warning counts
+    them). A catalogue that lists none of the data's items is a :class:`DataError`."""
+    meta = read_items(path)
+    missing = int(sum(i not in meta for i in data.item_ids))
+    if missing == data.num_items:
+        raise DataError(f"{path}: none of the dataset's {data.num_items} items is listed (its "
+                        f"ids look like {', '.join(repr(i) for i in data.item_ids[:3])}; the "
+                        f"file's like {', '.join(repr(i) for i in list(meta)[:3])})")
+    if missing:
+        log.warning(f"{path}: {missing} of the dataset's {data.num_items} items are not "
+                    f"listed: they keep their ids as titles and have no category")
+    return data.with_item_meta(meta)

@@ -107,3 +107,23 @@ def test_recommend_explain_names_factor_categories_and_driving_items(vae_run):
                                        "--explain"])
     assert result.exit_code == 0, result.output
     assert result.output.count("factor") >= 3
+
+
+def test_datasets_names_the_download_command_for_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISENTANGLE_DATA", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["datasets"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert "interactions" in lines["ml-latest-small"]  # embedded
+    assert "get it with: disentangle download gowalla" in lines["gowalla"]
+    assert str(tmp_path / "disentangle" / "gowalla") in lines["gowalla"]
+    assert "disentangle download ml-20m --no-verify" in lines["ml-20m"]
+
+
+def test_a_bad_column_mapping_is_a_one_line_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--model", "ease", "--columns", "user=a,who=b",
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: data.columns='user=a,who=b' is out of range")
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
