@@ -11,6 +11,7 @@ that the site's extensions render:
   not rendered); ``~`` shows the last component only, ``!`` never links, ``Title <target>``
   shows the title;
 - ``:sup:`x``` / ``:sub:`x``` -> ``<sup>x</sup>`` / ``<sub>x</sub>``; any other role -> code;
+- simple tables (``====  ====`` borders) -> Markdown tables;
 - ```text <url>`_`` -> ``[text](url)``; a backslash-space before a role (reST's separator)
   is dropped.
 
@@ -30,6 +31,7 @@ _LINK = re.compile(r"`(?P<text>[^`<]+?)\s*<(?P<url>[^`>\s]+)>`__?")
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*")
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<inline>\S.*)?$")
 _OPTION = re.compile(r"^:\w+:")
+_BORDER = re.compile(r"^[ \t]*=+(?: +=+)+[ \t]*$")
 
 Resolver = Callable[[str], "str | None"]
 
@@ -91,6 +93,68 @@ def _math_blocks(text: str, keep: Callable[[str], str]) -> str:
     return "\n".join(out)
 
 
+def _cells(line: str, starts: list[int]) -> list[str]:
+    """A row's cells, cut at the columns' starts; a cell whose text runs past its column's
+    end (reST would refuse it, a reader would not) is cut at the next space instead."""
+    cells, start = [], 0
+    for end in starts[1:]:
+        while end < len(line) and line[end - 1] != " ":
+            end += 1
+        cells.append(line[start:end].strip())
+        start = end
+    return [*cells, line[start:].strip()]
+
+
+def _table(rows: list[str], header: list[str] | None, starts: list[int]) -> list[str]:
+    """A Markdown table from the lines of a simple table's body: a line with a blank first
+    column continues the row above."""
+    cells: list[list[str]] = []
+    for line in rows:
+        if not line.strip():
+            continue
+        if cells and not line[:starts[1]].strip():
+            cells[-1][-1] += " " + line.strip()
+            continue
+        cells.append(_cells(line, starts))
+    head = header or [""] * len(starts)
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(starts)]
+    return out + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+
+
+def _simple_tables(text: str) -> str:
+    """Replaces reST simple tables (columns marked by ``====  ====`` borders) by Markdown
+    tables; with three borders, the rows above the second are the header."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _BORDER.match(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = re.match(r"[ \t]*", lines[i])[0]
+        starts = [m.start() - len(indent) for m in re.finditer(r"=+", lines[i])]
+        borders = [i]
+        j = i + 1
+        while j < len(lines) and lines[j].strip():
+            if _BORDER.match(lines[j]):
+                borders.append(j)
+            j += 1
+        borders = borders[:3]
+        if len(borders) < 2:
+            out.append(lines[i])
+            i += 1
+            continue
+        body = [line[len(indent):] for line in lines[borders[-2] + 1:borders[-1]]]
+        header = None
+        if len(borders) == 3:
+            header = [" ".join(c) for c in zip(*(
+                _cells(lines[k][len(indent):], starts) for k in range(i + 1, borders[1])))]
+        out += [indent + row for row in _table(body, header, starts)]
+        i = borders[-1] + 1
+    return "\n".join(out)
+
+
 def _xref(role: str, text: str, resolve: Resolver) -> str:
     title, target = text, text
     if match := re.fullmatch(r"(?s)(?P<title>.+?)\s*<(?P<target>[^<>]+)>", text):
@@ -129,6 +193,7 @@ def rst_to_markdown(text: str, resolve: Resolver = _no_resolver) -> str:
         return f"\x00{len(kept) - 1}\x00"
 
     text = _math_blocks(text, keep)
+    text = _simple_tables(text)
 
     def role(match: re.Match) -> str:
         name, body = match["role"], match["text"]

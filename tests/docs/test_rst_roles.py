@@ -89,3 +89,24 @@ def test_math_is_kept_verbatim():
 def test_text_without_rest_is_unchanged():
     text = "Plain *Markdown* with `code`, [a link](x.md) and\n\n    an indented block."
     assert convert(text) == text
+
+
+def test_simple_table_without_header():
+    rst = (
+        "Files:\n\n"
+        "=========  ==========\n"
+        "``a.json``  the first, which runs\n"   # a first cell wider than its column
+        "           on\n"
+        "``b``      :math:`x` here\n"
+        "=========  ==========\n\n"
+        "after"
+    )
+    assert convert(rst) == (
+        "Files:\n\n|  |  |\n|---|---|\n"
+        "| ``a.json`` | the first, which runs on |\n| ``b`` | $x$ here |\n\nafter"
+    )
+
+
+def test_simple_table_with_header_and_pipes():
+    rst = "  ===  =====\n  k    value\n  ===  =====\n  1    a |b|\n  ===  =====\n"
+    assert convert(rst) == "  | k | value |\n  |---|---|\n  | 1 | a \\|b\\| |\n"
