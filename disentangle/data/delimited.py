@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import files
-from .interactions import InteractionData
+from .interactions import InteractionData, PairCodes
 from .sources import (
     _CHUNK,
     _DECIMAL_COMMA,
@@ -324,7 +324,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
         rows = itertools.chain([(first_line, first)], rows)
     elif unused := [f for k, f in enumerate(first) if k not in columns.values()]:
         log.warning(f"{path}: columns {_seen(unused)} are not used")
-    codes = _Codes()
+    codes = PairCodes()
     ratings, digits_only, n_rows = array("d"), True, 0
     u_col, i_col = columns["user"], columns["item"]
     r_col, t_col = columns.get("rating"), columns.get("timestamp")
@@ -377,8 +377,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                             f">= {options.rating_threshold:g} (data.rating_threshold; set it "
                             f"with --rating-threshold)")
         users, items = users[keep], items[keep]
-    data = InteractionData.from_codes(users, items, codes.ids(codes.users),
-                                      codes.ids(codes.items))
+    data = codes.data(users, items)
     kept = data.drop_sparse_users(options.min_user_interactions)
     if kept.num_interactions == 0:
         raise DataError(f"{path}: no interactions left: no user has "
@@ -387,26 +386,6 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                         f"({data.num_users} user{'s' * (data.num_users != 1)}; "
                         f"data.min_user_interactions){_delimiter_hint(data.user_ids, delimiter)}")
     return Source(kept)
-
-
-class _Codes:
-    """Integer codes of raw ids in order of first appearance, built row by row."""
-
-    def __init__(self) -> None:
-        self.users: dict[str, int] = {}
-        self.items: dict[str, int] = {}
-        self._u, self._i = array("q"), array("q")
-
-    def add(self, user: str, item: str) -> None:
-        self._u.append(self.users.setdefault(user, len(self.users)))
-        self._i.append(self.items.setdefault(item, len(self.items)))
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.frombuffer(self._u, dtype=np.int64), np.frombuffer(self._i, dtype=np.int64))
-
-    @staticmethod
-    def ids(index: dict[str, int]) -> np.ndarray:
-        return np.array(list(index), dtype=object).astype(str) if index else np.array([], str)
 
 
 def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:

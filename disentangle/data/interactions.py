@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from functools import cached_property
 
 import numpy as np
@@ -173,6 +174,36 @@ class InteractionData:
                     cats[r, col[c]] = 1.0
         return dataclasses.replace(self, item_titles=titles, item_categories=cats,
                                    category_names=list(category_names))
+
+
+class PairCodes:
+    """Integer codes of raw (user, item) ids in order of first appearance, built one pair at
+    a time: a dictionary entry per distinct id and four bytes per code, so reading a file
+    of interactions holds its ids, not its text."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, int] = {}
+        self.items: dict[str, int] = {}
+        self._u, self._i = array("i"), array("i")
+
+    def __len__(self) -> int:
+        return len(self._u)
+
+    def add(self, user: str, item: str) -> None:
+        self._u.append(self.users.setdefault(user, len(self.users)))
+        self._i.append(self.items.setdefault(item, len(self.items)))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The codes of every pair added: (users, items), int64."""
+        return (np.frombuffer(self._u, dtype=np.int32).astype(np.int64),
+                np.frombuffer(self._i, dtype=np.int32).astype(np.int64))
+
+    def data(self, users: np.ndarray, items: np.ndarray) -> InteractionData:
+        """:meth:`InteractionData.from_codes` of (a selection of) the codes."""
+        def ids(index: dict[str, int]) -> np.ndarray:
+            return np.array(list(index), dtype=object).astype(str) if index \
+                else np.array([], dtype=str)
+        return InteractionData.from_codes(users, items, ids(self.users), ids(self.items))
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+from array import array
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import files
-from .interactions import InteractionData
+from .interactions import InteractionData, PairCodes
 
 DATA_ENV = "DISENTANGLE_DATA"
 EMBEDDED = "ml-latest-small"
@@ -301,18 +302,17 @@ def _checked_row(path: Path, line: int, parts: list[str], layout: str, sep: str)
 
 # -- MovieLens ------------------------------------------------------------------------------
 def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
-    users, items, ratings = [], [], []
+    codes, ratings = PairCodes(), array("d")
     path = _existing(root / "ratings.csv")
     for n, line in _numbered_lines(path):
         if n == 1 or not line.strip():  # the header
             continue
         row = _RATINGS_ROW.fullmatch(line) or _checked_row(
             path, n, _csv_line(line), "userId,movieId,rating,timestamp", ",")
-        users.append(row[1])
-        items.append(row[2])
+        codes.add(row[1], row[2])
         ratings.append(_number(path, n, "rating", row[3]))
-    _nonempty(path, users, "userId,movieId,rating,timestamp rows after the header")
-    keep = np.array(ratings) >= options.rating_threshold
+    _nonempty(path, ratings, "userId,movieId,rating,timestamp rows after the header")
+    keep = np.frombuffer(ratings, dtype=np.float64) >= options.rating_threshold
     meta = {}
     path = _existing(root / "movies.csv")
     for n, line in _numbered_lines(path):
@@ -324,8 +324,10 @@ def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
         meta[movie_id.strip()] = (title, cats)
     _nonempty(path, meta, "movieId,title,genres rows after the header")
     names = sorted({c for _, cs in meta.values() for c in cs})
-    return _build(np.array(users, dtype=str)[keep], np.array(items, dtype=str)[keep], meta,
-                  names, options)
+    users, items = codes.arrays()
+    data = codes.data(users[keep], items[keep])
+    return Source(data.drop_sparse_users(options.min_user_interactions)
+                  .with_item_meta(meta, names))
 
 
 def _load_ml_100k(root: Path, options: LoadOptions) -> Source:
