@@ -325,7 +325,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
     elif unused := [f for k, f in enumerate(first) if k not in columns.values()]:
         log.warning(f"{path}: columns {_seen(unused)} are not used")
     codes = PairCodes()
-    ratings, digits_only, n_rows = array("d"), True, 0
+    ratings, stamps, digits_only, n_rows = array("d"), array("d"), True, 0
     u_col, i_col = columns["user"], columns["item"]
     r_col, t_col = columns.get("rating"), columns.get("timestamp")
     for line, fields in rows:
@@ -347,7 +347,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
             ratings.append(_number(path, line, "rating", fields[r_col]))
         if t_col is not None:
             stamp = fields[t_col].strip()
-            _number(path, line, "timestamp", stamp)
+            stamps.append(_number(path, line, "timestamp", stamp))
             digits_only = digits_only and len(stamp) == 1 and stamp.isdigit()
         codes.add(user, item)
         n_rows += 1
@@ -362,6 +362,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                         f"split in two ({_seen(first_data)}): write 4.5, not 4,5, or quote "
                         f"the ratings")
     users, items = codes.arrays()
+    times = np.frombuffer(stamps, dtype=np.float64) if t_col is not None else None
     pair = users * len(codes.items) + items
     duplicates = n_rows - len(np.unique(pair))
     if duplicates:
@@ -377,7 +378,8 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                             f">= {options.rating_threshold:g} (data.rating_threshold; set it "
                             f"with --rating-threshold)")
         users, items = users[keep], items[keep]
-    data = codes.data(users, items)
+        times = None if times is None else times[keep]
+    data, times = codes.data(users, items, times)
     kept = data.drop_sparse_users(options.min_user_interactions)
     if kept.num_interactions == 0:
         raise DataError(f"{path}: no interactions left: no user has "
@@ -385,7 +387,9 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                         f"{' after the rating threshold' if r_col is not None else ''} "
                         f"({data.num_users} user{'s' * (data.num_users != 1)}; "
                         f"data.min_user_interactions){_delimiter_hint(data.user_ids, delimiter)}")
-    return Source(kept)
+    if times is not None:  # drop_sparse_users keeps the rows of the kept users, in order
+        times = times[(data.user_degree() >= options.min_user_interactions)[data.users]]
+    return Source(kept, timestamps=times)
 
 
 def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:

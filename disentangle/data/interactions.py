@@ -150,12 +150,29 @@ class InteractionData:
         """Build from integer codes into ``user_ids`` and ``item_ids``: users and items are
         re-indexed in order of first appearance (ids that no pair uses are dropped) and
         duplicate pairs merged."""
+        return cls._from_codes(users, items, user_ids, item_ids)[0]
+
+    @classmethod
+    def from_timed_codes(cls, users: np.ndarray, items: np.ndarray, user_ids: np.ndarray,
+                         item_ids: np.ndarray, times: np.ndarray
+                         ) -> tuple[InteractionData, np.ndarray]:
+        """:meth:`from_codes`, and the time of each interaction: the latest of its rows'
+        ``times``."""
+        data, inverse = cls._from_codes(users, items, user_ids, item_ids)
+        latest = np.full(data.num_interactions, -np.inf)
+        np.maximum.at(latest, inverse, np.asarray(times, dtype=np.float64))
+        return data, latest
+
+    @classmethod
+    def _from_codes(cls, users, items, user_ids, item_ids) -> tuple[InteractionData, np.ndarray]:
+        """The data, and for each input row the index of its (merged) interaction."""
         used_users, users = _factorize(np.asarray(users, dtype=np.int64))
         used_items, items = _factorize(np.asarray(items, dtype=np.int64))
         m = len(used_items)
-        pairs = np.unique(users * m + items)
-        return cls(pairs // m if m else pairs, pairs % m if m else pairs,
+        pairs, inverse = np.unique(users * m + items, return_inverse=True)
+        data = cls(pairs // m if m else pairs, pairs % m if m else pairs,
                    np.asarray(user_ids)[used_users], np.asarray(item_ids)[used_items])
+        return data, inverse.reshape(-1)
 
     def with_item_meta(self, item_meta: dict, category_names: list[str] | None = None
                        ) -> InteractionData:
@@ -198,12 +215,20 @@ class PairCodes:
         return (np.frombuffer(self._u, dtype=np.int32).astype(np.int64),
                 np.frombuffer(self._i, dtype=np.int32).astype(np.int64))
 
-    def data(self, users: np.ndarray, items: np.ndarray) -> InteractionData:
-        """:meth:`InteractionData.from_codes` of (a selection of) the codes."""
-        def ids(index: dict[str, int]) -> np.ndarray:
-            return np.array(list(index), dtype=object).astype(str) if index \
-                else np.array([], dtype=str)
-        return InteractionData.from_codes(users, items, ids(self.users), ids(self.items))
+    def data(self, users: np.ndarray, items: np.ndarray, times: np.ndarray | None = None
+             ) -> tuple[InteractionData, np.ndarray | None]:
+        """:meth:`InteractionData.from_codes` of (a selection of) the codes, and with
+        ``times`` (one per row) the time of each interaction (see
+        :meth:`InteractionData.from_timed_codes`)."""
+        user_ids, item_ids = self.ids(self.users), self.ids(self.items)
+        if times is None:
+            return InteractionData.from_codes(users, items, user_ids, item_ids), None
+        return InteractionData.from_timed_codes(users, items, user_ids, item_ids, times)
+
+    @staticmethod
+    def ids(index: dict[str, int]) -> np.ndarray:
+        return np.array(list(index), dtype=object).astype(str) if index \
+            else np.array([], dtype=str)
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -71,10 +71,12 @@ def _as_data_error() -> Iterator[None]:
 
 @dataclasses.dataclass
 class Source:
-    """A loaded dataset: interactions, and the test mask of a dataset's given split."""
+    """A loaded dataset: interactions, the test mask of a dataset's given split, and the
+    time of each interaction where the file has one (the latest of a merged pair's rows)."""
 
     data: InteractionData
     given_test: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +327,7 @@ def _load_ml_latest(root: Path, options: LoadOptions) -> Source:
     _nonempty(path, meta, "movieId,title,genres rows after the header")
     names = sorted({c for _, cs in meta.values() for c in cs})
     users, items = codes.arrays()
-    data = codes.data(users[keep], items[keep])
+    data, _ = codes.data(users[keep], items[keep])
     return Source(data.drop_sparse_users(options.min_user_interactions)
                   .with_item_meta(meta, names))
 
