@@ -108,8 +108,11 @@ def main(debug: bool) -> None:
               help="Folder with the dataset's raw files (else $DISENTANGLE_DATA/<dataset>).")
 @click.option("--split-dir", type=click.Path(file_okay=False), default=None,
               help="Ready split in Liang et al.'s format (train.csv, test_tr.csv, ...).")
-@click.option("--protocol", type=click.Choice(["heldout", "ratio", "given"]), default=None,
-              help="Split protocol: held-out users, per-user ratio, or the dataset's own split.")
+@click.option("--protocol", type=click.Choice(["heldout", "ratio", "given", "temporal",
+                                               "temporal-global"]), default=None,
+              help="Split protocol: held-out users, per-user ratio, the dataset's own split, "
+                   "each user's latest interactions (temporal), or one time cut for all "
+                   "(temporal-global; both need a timestamp column).")
 @click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
               help="YAML config file(s), applied in order on top of the model's defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",

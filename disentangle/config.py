@@ -55,7 +55,10 @@ class DataConfig(ConfigSection):
         data_dir: folder with the dataset's raw files (default: embedded copy or
             ``$DISENTANGLE_DATA/<dataset>``).
         split_dir: a ready split in Liang et al.'s format; overrides ``protocol``.
-        protocol: ``heldout``, ``ratio`` or ``given``.
+        protocol: ``heldout``, ``ratio``, ``given``, or ``temporal`` (each user's latest
+            10% held out for test, the 10% before for validation) or ``temporal-global``
+            (one time cut: the latest 10% of all interactions test, the 10% before validate);
+            the temporal ones need a timestamp column.
         seed: split seed (Liang et al. use 98765).
         heldout_users: held-out validation (and test) users, a count or a fraction.
         rating_threshold: binarise explicit ratings at ``>=`` this value.
@@ -89,7 +92,7 @@ class DataConfig(ConfigSection):
         "dataset": (NonBlank("a dataset name or csv:PATH"),),
         "data_dir": (NonBlank("a folder path or null"),),
         "split_dir": (NonBlank("a folder path or null"),),
-        "protocol": (Options("heldout", "ratio", "given"),),
+        "protocol": (Options("heldout", "ratio", "given", "temporal", "temporal-global"),),
         "seed": (SEED,),
         "heldout_users": (Interval(int, 1, None, accepted="a count >= 1"),
                           Interval(float, 0, 0.5, closed="neither",

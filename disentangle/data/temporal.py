@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import splits
 from .sources import DataError, Source
 from .splits import Split, _three_way
 
 TEMPORAL_PROTOCOLS = ("temporal", "temporal-global")
+#: Every protocol :func:`make_split` applies.
+PROTOCOLS = (*splits.PROTOCOLS, *TEMPORAL_PROTOCOLS)
 
 
 def _times(source: Source) -> np.ndarray:
@@ -71,3 +74,16 @@ def global_time_split(source: Source, valid_ratio: float = 0.1,
     n_seen = int((1 - test_ratio) * e + 1e-9)
     part = np.where(position < n_train, 0, np.where(position < n_seen, 1, 2))
     return _three_way(source.data, part, "temporal-global", None)
+
+
+def make_split(source: Source, protocol: str, seed: int | None = None, **options) -> Split:
+    """Apply any protocol by name: ``temporal`` (:func:`last_per_user_split`) and
+    ``temporal-global`` (:func:`global_time_split`), which draw nothing at random and ignore
+    ``seed``, and the random ones of :func:`disentangle.data.splits.make_split`."""
+    if protocol == "temporal":
+        return last_per_user_split(source, **options)
+    if protocol == "temporal-global":
+        return global_time_split(source, **options)
+    if protocol not in splits.PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return splits.make_split(source, protocol, seed, **options)

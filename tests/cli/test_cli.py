@@ -127,3 +127,27 @@ def test_a_bad_column_mapping_is_a_one_line_usage_error(tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("error: data.columns='user=a,who=b' is out of range")
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("protocol", ["temporal", "temporal-global"])
+def test_fit_with_a_temporal_protocol_on_a_timestamped_csv(tmp_path, protocol):
+    from disentangle.data.sources import dataset_dir
+
+    ratings = dataset_dir("ml-latest-small") / "ratings.csv.gz"
+    result = CliRunner().invoke(main, ["fit", "--model", "ease", "--dataset", f"csv:{ratings}",
+                                       "--protocol", protocol, "--out", str(tmp_path / "r"),
+                                       "--quiet", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert f"test metrics ({protocol} protocol" in result.output
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert saved["protocol"] == protocol
+
+
+def test_a_temporal_protocol_without_timestamps_is_a_one_line_error(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("".join(f"u{u},i{i}\n" for u in range(6) for i in range(6)))
+    result = CliRunner().invoke(main, ["fit", "--model", "ease", "--dataset", f"csv:{path}",
+                                       "--protocol", "temporal", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: a temporal protocol needs the time of each "
+                                    "interaction")
