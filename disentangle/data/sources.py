@@ -31,12 +31,14 @@ import logging
 import math
 import os
 import re
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import files
 from .interactions import InteractionData, PairCodes
@@ -50,6 +52,7 @@ LIGHTGCN_PREFIX = "lightgcn:"
 #: items: Gowalla's longest is 5 KiB, ML-1M's 12 KiB).
 MAX_LINE = 1 << 20
 _CHUNK = 1 << 16
+_BAR_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +230,20 @@ def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, 
     """``(line number, text)`` of each line of a data file (read from ``PATH.gz`` when only
     that exists), line ends removed. A NUL byte, a line longer than :data:`MAX_LINE` or bytes
     that do not decode are a :class:`DataError` naming the line, raised as soon as that line
-    is read."""
+    is read. A progress bar counts the bytes on a terminal (files of a megabyte or more)."""
     path = _existing(path)
-    with _as_data_error(), files.open_stream(path) as f:
-        number = 0
+    size = path.stat().st_size if path.is_file() else 0
+    with _as_data_error(), files.open_stream(path) as f, \
+            tqdm(total=None if files.compression(path) else size, unit="B", unit_scale=True,
+                 unit_divisor=1024, desc=path.name, leave=False,
+                 disable=size < _BAR_BYTES or not sys.stderr.isatty()) as bar:
+        number, pending = 0, 0
         while raw := f.readline(MAX_LINE + 1):
             number += 1
+            pending += len(raw)
+            if pending >= _BAR_BYTES:
+                bar.update(pending)
+                pending = 0
             if b"\0" in raw:
                 raise DataError(f"{path}: line {number}: binary data (a NUL byte); expected "
                                 f"lines of text")
