@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import sys
 from array import array
 from collections import Counter
@@ -337,17 +338,16 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                             f"{'s' * (len(fields) != 1)}, expected {ncols} as on line "
                             f"{first_line}{hint}; {how}")
         user, item = fields[u_col].strip(), fields[i_col].strip()
-        for role, value in (("user", user), ("item", item)):
-            if not value:
-                raise DataError(f"{path}: line {line}: empty {role} id")
-            if "\n" in value or "\r" in value:
-                raise DataError(f"{path}: line {line}: {role} id spans lines (a quote opened "
-                                f"on this line is never closed)")
+        if not user or not item or _LINE_END.search(user) or _LINE_END.search(item):
+            _refuse_ids(path, line, user, item)
         if r_col is not None:
-            ratings.append(_number(path, line, "rating", fields[r_col]))
+            value = _finite(fields[r_col])
+            ratings.append(_number(path, line, "rating", fields[r_col]) if value is None
+                           else value)
         if t_col is not None:
             stamp = fields[t_col].strip()
-            stamps.append(_number(path, line, "timestamp", stamp))
+            value = _finite(stamp)
+            stamps.append(_number(path, line, "timestamp", stamp) if value is None else value)
             digits_only = digits_only and len(stamp) == 1 and stamp.isdigit()
         codes.add(user, item)
         n_rows += 1
@@ -390,6 +390,28 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
     if times is not None:  # drop_sparse_users keeps the rows of the kept users, in order
         times = times[(data.user_degree() >= options.min_user_interactions)[data.users]]
     return Source(kept, timestamps=times)
+
+
+_LINE_END = re.compile("[\r\n]")
+
+
+def _finite(text: str) -> float | None:
+    """``float(text)`` when that is a finite number written plainly, else ``None`` (then
+    :func:`~disentangle.data.sources._number` says what is wrong)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value - value == 0 and "_" not in text else None
+
+
+def _refuse_ids(path: Path, line: int, user: str, item: str) -> None:
+    for role, value in (("user", user), ("item", item)):
+        if not value:
+            raise DataError(f"{path}: line {line}: empty {role} id")
+        if _LINE_END.search(value):
+            raise DataError(f"{path}: line {line}: {role} id spans lines (a quote opened on "
+                            f"this line is never closed)")
 
 
 def _delimiter_hint(ids: np.ndarray, delimiter: str) -> str:
