@@ -231,6 +231,11 @@ def fetch(url: str, dest: Path, pin: Pin = Pin(), *, timeout: float = 60.0,
     with response:
         if done and response.status != 206:
             done = 0  # the server sent the whole file: start the .part over
+        elif done and not response.headers.get("Content-Range", "").startswith(
+                f"bytes {done}-"):
+            raise DownloadError(f"{url}: the server resumed elsewhere than byte {done} "
+                                f"(Content-Range {response.headers.get('Content-Range')!r}); "
+                                f"delete {part} and run the command again")
         length = response.headers.get("Content-Length")
         total = done + int(length) if length is not None and length.isdigit() else None
         got = done

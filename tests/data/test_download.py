@@ -58,6 +58,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             self.send_response(206)
+            start = start - 1 if self.path == "/offbyone" else start
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
@@ -79,7 +80,7 @@ def server():
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     Handler.files = {"/good": GOOD, "/norange": GOOD, "/truncated": GOOD, "/slow": GOOD,
-                     "/wrong": GOOD[::-1]}
+                     "/wrong": GOOD[::-1], "/offbyone": GOOD}
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
@@ -138,6 +139,14 @@ def test_a_server_that_ignores_the_range_restarts_the_partial(server, tmp_path):
     (tmp_path / "f.bin.part").write_bytes(b"junk" * 10)
     fetch(f"{server}/norange", tmp_path / "f.bin", Pin(sha256=SHA))
     assert (tmp_path / "f.bin").read_bytes() == GOOD
+
+
+def test_a_server_that_resumes_elsewhere_is_refused_and_the_partial_kept(server, tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(GOOD[:1000])
+    with pytest.raises(DownloadError, match="resumed elsewhere than byte 1000 "
+                                            "\\(Content-Range 'bytes 999-204799/204800'\\)"):
+        fetch(f"{server}/offbyone", tmp_path / "f.bin", Pin(sha256=SHA))
+    assert (tmp_path / "f.bin.part").read_bytes() == GOOD[:1000]
 
 
 def test_a_complete_partial_is_checked_when_the_server_says_416(server, tmp_path):
