@@ -6,10 +6,13 @@ Every loader returns a :class:`Source`: the interactions as an
 
 Only ``ml-latest-small`` ships inside the package (its license allows redistribution under
 the same terms; the license text ships beside it). The other MovieLens sets may not be
-redistributed: point ``data_dir`` (``--data-dir``) at a folder that holds their original
-files, or set ``DISENTANGLE_DATA`` to a folder with one subfolder per dataset.
+redistributed: ``disentangle download NAME`` (:mod:`disentangle.data.download`) fetches
+them into ``$DISENTANGLE_DATA/NAME`` or :func:`data_home`, where they are found by name; or
+point ``data_dir`` (``--data-dir``) at a folder that holds their original files.
 
-A user's own file is the dataset ``csv:PATH`` (see :func:`load_csv`). Everything wrong with
+A user's own data is the dataset ``csv:PATH``, ``recbole:DIR/NAME`` or ``lightgcn:DIR``
+(:mod:`disentangle.data.delimited` reads the first two); ``LoadOptions.items`` gives any
+dataset the titles and categories of a catalogue file. Everything wrong with
 such a file, or with a named dataset's files (a short row, a non-numeric id or rating, binary
 data), is a :class:`DataError` naming the file, the line and the value; merged duplicates are
 reported as a warning on the ``disentangle`` logger.
@@ -19,8 +22,9 @@ compressed files streamed with a cap on their decompressed size, and each line c
 arrives (a NUL byte or a line over :data:`MAX_LINE` bytes stops the read at once, so an
 all-zero file is refused after its first block).
 
-``data.delimiter`` (``--delimiter``) describes a ``csv:PATH`` file only: a named dataset has
-its publisher's fixed format, so giving a delimiter with one is refused rather than ignored.
+``data.delimiter`` (``--delimiter``) and ``data.columns`` (``--columns``) describe a user's
+delimited file only: a named dataset has its publisher's fixed format, so giving either with
+one is refused rather than ignored.
 """
 from __future__ import annotations
 
