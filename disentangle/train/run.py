@@ -11,6 +11,10 @@ The run folder itself (its files, lock, checksums, config, split and metrics) be
   no fewer than the epochs already done): the config then still says what the run did.
 - SIGTERM (a scheduler's stop) is handled as Ctrl-C: the last finished epoch stays saved and
   :class:`RunInterrupted` says how to continue.
+- Under ``torchrun`` both join the process group (:mod:`disentangle.train.distributed`):
+  every rank builds the same split and model and trains its share; rank 0 alone creates,
+  locks and writes the folder (the others read it to resume). A rank that dies ends the
+  group (torchrun stops the others); the folder keeps the last epoch every rank finished.
 """
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ import torch
 
 from ..config import ConfigError, RunConfig, TrainConfig
 from ..data import InteractionData, LoadOptions, Split, load_dataset, load_split_dir, make_split
-from ..metrics.ranking import evaluate, popularity_scorer
+from ..metrics.ranking import popularity_scorer
 from ..models import MODELS
 from ..models.recommender import Recommender
 from ..runs import CONFIG, CheckpointError, Run, RunFolder, load_run, read_config, resolve_device
+from . import distributed
 from .trainer import Trainer, finite_scores
 
 __all__ = ["Run", "RunInterrupted", "build_model", "build_split", "final_results", "fit",
@@ -158,13 +163,15 @@ def build_model(cfg: RunConfig, split: Split) -> Recommender:
 # -- the whole run -------------------------------------------------------------------------
 def final_results(model: Recommender, split: Split, train: TrainConfig,
                   best_epoch: int) -> dict[str, Any]:
-    """Validation (if any) and test metrics of ``model`` and of popularity."""
+    """Validation (if any) and test metrics of ``model`` and of popularity (sharded over
+    the ranks of a process group)."""
     device = next(model.parameters()).device
     pop = popularity_scorer(split.train, device)
     model.eval()
 
     def both(score) -> dict[str, Any]:
-        return {name: evaluate(score, getattr(split, name), train.ks, train.eval_chunk, device)
+        return {name: distributed.evaluate(score, getattr(split, name), train.ks,
+                                           train.eval_chunk, device)
                 for name in ("valid", "test") if len(getattr(split, name))}
 
     return {"protocol": split.protocol, "best_epoch": best_epoch,
@@ -178,7 +185,8 @@ def _train(folder: RunFolder, cfg: RunConfig, split: Split, trainer: Trainer) ->
         with _sigterm_as_interrupt():
             trainer.fit()
             results = final_results(trainer.model, split, cfg.train, trainer.best_epoch)
-            folder.write_results(results)
+            if trainer.writes:
+                folder.write_results(results)
     except KeyboardInterrupt as e:
         raise RunInterrupted(folder.path, trainer.saved_epoch, cfg.train.epochs,
                              "SIGTERM" if isinstance(e, _Terminated) else "SIGINT") from None
@@ -195,29 +203,34 @@ def fit(cfg: RunConfig, run_dir: str | Path, device: str | None = None, progress
     the first epoch is saved removes what the run wrote; Ctrl-C or SIGTERM raises
     :class:`RunInterrupted` with the last completed epoch saved (continue with
     :func:`resume`). ``on_start(run_dir)`` is called once the folder exists, before training.
+    Under ``torchrun`` every rank calls it and rank 0 alone writes (see the module's notes).
     """
     folder = RunFolder(run_dir)
-    dev = resolve_device(device)
-    folder.check_new()
-    if cfg.data.split_dir is None:
-        _check_protocol(cfg.model_name, cfg.data.protocol)  # before the slow part
-    split = build_split(cfg)
-    model = build_model(cfg, split)
-    created = folder.create()
-    with folder.lock():
-        folder.check_new()  # again, as the owner: another fit may have come first
-        trainer = None
-        try:
-            folder.write_config(cfg)
-            folder.save_split(split)
-            if on_start is not None:
-                on_start(folder.path)
-            trainer = Trainer(model, split, cfg.train, folder, dev, progress)
-            return _train(folder, cfg, split, trainer)
-        except Exception:
-            if trainer is None or not trainer.epoch:  # no trained epoch to keep
-                folder.discard(created)
-            raise
+    with distributed.process_group(resolve_device(device)) as dev:
+        folder.check_new()
+        if cfg.data.split_dir is None:
+            _check_protocol(cfg.model_name, cfg.data.protocol)  # before the slow part
+        split = build_split(cfg)
+        model = build_model(cfg, split)
+        distributed.barrier()  # every rank saw an empty folder before rank 0 fills it
+        if distributed.rank():
+            return _train(folder, cfg, split, Trainer(model, split, cfg.train, folder, dev,
+                                                      progress))
+        created = folder.create()
+        with folder.lock():
+            folder.check_new()  # again, as the owner: another fit may have come first
+            trainer = None
+            try:
+                folder.write_config(cfg)
+                folder.save_split(split)
+                if on_start is not None:
+                    on_start(folder.path)
+                trainer = Trainer(model, split, cfg.train, folder, dev, progress)
+                return _train(folder, cfg, split, trainer)
+            except Exception:
+                if trainer is None or not trainer.epoch:  # no trained epoch to keep
+                    folder.discard(created)
+                raise
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, device: str | None = None,
@@ -233,31 +246,44 @@ def resume(run_dir: str | Path, epochs: int | None = None, device: str | None = 
     against the folder's config and split: an edited ``config.yaml`` is refused.
     """
     folder = RunFolder(run_dir)
-    dev = resolve_device(device)
-    folder.read_config()  # a run folder at all? (before taking its lock)
-    with folder.lock():
-        stale = folder.remove_temporary()
-        if stale:
-            log.info(f"removed {len(stale)} temporary file(s) left by killed writes")
-        cfg = folder.read_config()
-        if folder.has_split():
-            split = folder.load_split()
-        else:
-            split = build_split(cfg)
-            folder.save_split(split)
-        trainer = Trainer(build_model(cfg, split), split, cfg.train, folder, dev, progress)
-        trainer.resume()
-        if epochs is not None:
-            if epochs < trainer.epoch:
-                raise ValueError(f"--epochs {epochs}: the run in {folder.path} has already "
-                                 f"done {trainer.epoch} epochs; give --epochs "
-                                 f"{trainer.epoch} or more")
-            if epochs != cfg.train.epochs:
-                cfg.train.epochs = epochs  # the trainer's config too
+    with distributed.process_group(resolve_device(device)) as dev:
+        folder.read_config()  # a run folder at all? (before taking its lock)
+        if distributed.rank():  # rank 0 owns the folder; the others read it once it is ready
+            distributed.barrier()
+            return _resume(folder, folder.read_config(), folder.load_split(), epochs, dev,
+                           progress, None)
+        with folder.lock():
+            stale = folder.remove_temporary()
+            if stale:
+                log.info(f"removed {len(stale)} temporary file(s) left by killed writes")
+            cfg = folder.read_config()
+            if folder.has_split():
+                split = folder.load_split()
+            else:
+                split = build_split(cfg)
+                folder.save_split(split)
+            distributed.barrier()
+            return _resume(folder, cfg, split, epochs, dev, progress, on_start)
+
+
+def _resume(folder: RunFolder, cfg: RunConfig, split: Split, epochs: int | None,
+            dev: torch.device, progress: bool, on_start: Callable[[Path], None] | None,
+            ) -> dict[str, Any]:
+    """:func:`resume` once the folder is ready: restore the run, set its epochs, train."""
+    trainer = Trainer(build_model(cfg, split), split, cfg.train, folder, dev, progress)
+    trainer.resume()
+    if epochs is not None:
+        if epochs < trainer.epoch:
+            raise ValueError(f"--epochs {epochs}: the run in {folder.path} has already "
+                             f"done {trainer.epoch} epochs; give --epochs "
+                             f"{trainer.epoch} or more")
+        if epochs != cfg.train.epochs:
+            cfg.train.epochs = epochs  # the trainer's config too
+            if trainer.writes:
                 folder.write_config(cfg)
-        elif cfg.train.epochs < trainer.epoch:
-            raise CheckpointError(f"{folder.file(CONFIG)}: train.epochs={cfg.train.epochs}, "
-                                  f"but the run has done {trainer.epoch} epochs")
-        if on_start is not None:
-            on_start(folder.path)
-        return _train(folder, cfg, split, trainer)
+    elif cfg.train.epochs < trainer.epoch:
+        raise CheckpointError(f"{folder.file(CONFIG)}: train.epochs={cfg.train.epochs}, "
+                              f"but the run has done {trainer.epoch} epochs")
+    if on_start is not None:
+        on_start(folder.path)
+    return _train(folder, cfg, split, trainer)

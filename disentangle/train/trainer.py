@@ -16,6 +16,16 @@ infinity stops the run with :class:`NonFiniteModel` before anything of that epoc
 
 On CPU, training runs with deterministic kernels, so the same seed gives the same bits in any
 process, resumed or not.
+
+Under ``torchrun`` (a process group joined by :func:`~disentangle.train.distributed.process_group`)
+the same loop trains data-parallel: each rank takes its rows of every batch, the model is
+wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, evaluation is sharded over
+users, and rank 0 alone writes the run folder (see :mod:`disentangle.train.distributed`).
+Checkpoints then hold every rank's RNG state and the world size, and resume only with as
+many processes.
+
+Progress: bars on a terminal (tqdm), one plain line per epoch on stderr otherwise (a
+redirected log); nothing with ``progress=False``.
 """
 from __future__ import annotations
 
@@ -23,20 +33,24 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data.splits import Split
-from ..metrics.ranking import evaluate
 from ..models.recommender import ClosedFormRecommender, Recommender
 from ..runs.checkpoint import CheckpointError, non_finite
 from ..runs.folder import BEST, LAST, RunFolder, read_metrics
+from . import distributed
 from .checkpoint import load_optimizer, optimizer_tensors
 
 __all__ = ["Diverged", "NonFiniteLoss", "NonFiniteModel", "Trainer", "read_metrics"]
@@ -73,7 +87,7 @@ class Trainer:
         run_dir: the run folder (a path or a :class:`~disentangle.runs.RunFolder`) where
             checkpoints and ``metrics.jsonl`` go (``None``: keep nothing on disk).
         device: torch device of the model.
-        progress: show progress bars.
+        progress: show progress (bars on a terminal, else a line per epoch); rank 0 only.
     """
 
     def __init__(self, model: Recommender, split: Split, config: TrainConfig,
@@ -85,7 +99,9 @@ class Trainer:
         self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None \
             else RunFolder(run_dir)
         self.device = torch.device(device)
-        self.progress = progress
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.writes = self.folder is not None and self.rank == 0  # rank 0 alone writes
+        self.progress = progress and self.rank == 0
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -96,19 +112,37 @@ class Trainer:
         self.stale = 0  # evaluations since the last improvement
         self.best_state: dict[str, torch.Tensor] | None = None
         self.saved_epoch: int | None = None  # epoch of the checkpoint on disk
+        self._ddp: DistributedDataParallel | None = None
+        if self.rank:  # each rank its own stream for dropout and noise; rank 0 keeps the seed's
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, self.rank])
+                                  .generate_state(1)[0]))
 
     # -- state ----------------------------------------------------------------------------
     def _state_meta(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
+        meta = {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
                 "best_epoch": self.best_epoch, "stale": self.stale, "model": self.model.name}
+        if self.world > 1:
+            meta["world_size"] = self.world
+        return meta
 
-    def save(self) -> None:
-        """Write the resumable checkpoint ``last.safetensors``."""
-        opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
-        extra = {**opt_tensors, "rng.torch": torch.get_rng_state(),
-                 "rng.batches": self.generator.get_state()}
-        self.folder.save_model(LAST, self.model.state_dict(),
-                               {**self._state_meta(), "optimizer": opt_meta}, extra)
+    def _rng_states(self) -> dict[str, Tensor]:
+        """torch's RNG state of every rank (rank ``r > 0`` as ``rng.torch.r``): a collective
+        in a process group, so called on every rank before an epoch's files are written."""
+        if self.world == 1:
+            return {"rng.torch": torch.get_rng_state()}
+        states = distributed.gather_tensors(torch.get_rng_state())
+        return {"rng.torch": states[0], **{f"rng.torch.{r}": s for r, s in
+                                           enumerate(states) if r}}
+
+    def save(self, rng: dict[str, Tensor] | None = None) -> None:
+        """Write the resumable checkpoint ``last.safetensors`` (rank 0; every rank calls it,
+        or gives the :meth:`_rng_states` it took)."""
+        rng = self._rng_states() if rng is None else rng
+        if self.writes:
+            opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
+            extra = {**opt_tensors, **rng, "rng.batches": self.generator.get_state()}
+            self.folder.save_model(LAST, self.model.state_dict(),
+                                   {**self._state_meta(), "optimizer": opt_meta}, extra)
         self.saved_epoch = self.epoch
 
     def resume(self) -> None:
@@ -116,16 +150,23 @@ class Trainer:
         first checkpoint starts again from epoch 0)."""
         if os.path.lexists(self.folder.file(LAST)):
             self._restore()
-        # drop metric lines of epochs that ran after the checkpoint (and a line cut short)
-        self.folder.keep_metrics(self.epoch)
+        if self.writes:  # drop metric lines of epochs after the checkpoint (and a cut line)
+            self.folder.keep_metrics(self.epoch)
 
     def _restore(self) -> None:
         path = self.folder.file(LAST)
         state, tensors, meta = self.folder.read_model(LAST, self.model)
+        saved_world = meta.get("world_size", 1)
+        if saved_world != self.world:
+            raise CheckpointError(
+                f"{path}: saved by a run on {saved_world} process{'es' * (saved_world > 1)}, "
+                f"resumed on {self.world}; resume it on {saved_world} (" +
+                (f"torchrun --nproc_per_node={saved_world} ..." if saved_world > 1 else
+                 "one process, without torchrun") + ")")
         try:
             self.model.load_state_dict(state)
             load_optimizer(self.optimizer, tensors, meta["optimizer"])
-            torch.set_rng_state(tensors["rng.torch"])
+            torch.set_rng_state(tensors[f"rng.torch.{self.rank}" if self.rank else "rng.torch"])
             self.generator.set_state(tensors["rng.batches"])
             for key in ("epoch", "step", "best_value", "best_epoch", "stale"):
                 setattr(self, key, meta[key])
@@ -152,6 +193,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
         self.model.to(self.device)
+        self._ddp = self._data_parallel()
         if self.folder is not None and self.saved_epoch is None:
             self.save()  # epoch 0: a run killed in its first epoch can resume too
         stopped = bool(cfg.patience) and self.stale >= cfg.patience  # resumed after early stop
@@ -182,19 +224,23 @@ class Trainer:
             if self.best_value > -math.inf:
                 postfix["best"] = f"{self.best_value:.4f}@{self.best_epoch}"
             epochs.set_postfix(postfix)
+            self._log_line(record, postfix)
             if self.folder is not None:
+                rng = self._rng_states()  # a collective: before any file of the epoch
                 with _deferred_interrupt():  # Ctrl-C here still saves this epoch whole
-                    if improved:
+                    if improved and self.writes:
                         self.folder.save_model(BEST, self.best_state, {
                             **self._state_meta(), "valid": record.get("valid")})
-                    self.folder.append_metrics(record)
-                    self.save()
+                    if self.writes:
+                        self.folder.append_metrics(record)
+                    self.save(rng)
             if cfg.patience and self.stale >= cfg.patience:
-                epochs.write(f"early stop after epoch {self.epoch}: no {cfg.select} "
-                             f"improvement in {cfg.patience} evaluations")
+                if self.rank == 0:
+                    epochs.write(f"early stop after epoch {self.epoch}: no {cfg.select} "
+                                 f"improvement in {cfg.patience} evaluations")
                 break
         epochs.close()
-        if self.best_state is None and self.folder is not None \
+        if self.best_state is None and self.writes \
                 and not os.path.lexists(self.folder.file(BEST)):
             # no evaluation at all (epochs=0): the untrained model is the run's model
             self._check_finite(self.epoch)
@@ -207,6 +253,49 @@ class Trainer:
         """tqdm's ``disable``: off when ``progress`` is false; ``None`` (tqdm's own choice)
         draws bars on a terminal only, so a redirected log holds no control characters."""
         return None if self.progress else True
+
+    def _log_line(self, record: dict[str, Any], postfix: dict[str, str]) -> None:
+        """Where no bar is drawn (stderr is not a terminal) but progress is on: one plain
+        line per epoch on stderr."""
+        if not self.progress or sys.stderr.isatty():
+            return
+        parts = " ".join(f"{k} {v}" for k, v in postfix.items())
+        print(f"{self.model.name} epoch {self.epoch}/{self.config.epochs} {parts} "
+              f"({record['seconds']:.1f}s)".replace("  ", " "), file=sys.stderr, flush=True)
+
+    def _data_parallel(self) -> DistributedDataParallel | None:
+        """``model.loss`` under DistributedDataParallel in a process group (it broadcasts rank
+        0's parameters now and averages gradients in every backward); ``None`` in one
+        process, or for a closed-form model (every rank solves the same problem)."""
+        if self.world == 1 or isinstance(self.model, ClosedFormRecommender):
+            return None
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # static graph: the same parameters take part in every update (some may never, such
+        # as an unused bias), found once on the first update instead of on every one
+        return DistributedDataParallel(distributed.LossModule(self.model), device_ids=ids,
+                                       static_graph=True)
+
+    def _update(self, batch: Any) -> tuple[Tensor, dict[str, float], float]:
+        """One optimiser step on ``batch`` (this rank's rows of it in a process group);
+        return the loss, its parts, and this rank's share of the batch's rows."""
+        if self._ddp is None:
+            share = 1.0
+            loss, parts = self.model.loss(_to(batch, self.device), self.step)
+            finite = bool(torch.isfinite(loss))
+        else:
+            shared = getattr(self.model.config, "loss", None) == "softmax"  # DisenGCN's
+            batch, weight = distributed.shard_batch(batch, self.rank, self.world, shared)
+            share = weight / self.world
+            loss, parts = self._ddp(_to(batch, self.device), self.step)
+            finite = distributed.all_true(bool(torch.isfinite(loss)))
+        if not finite:
+            raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step "
+                                f"{self.step}; training stopped{self._kept()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if self._ddp is None else loss * (share * self.world)).backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss, parts, share
 
     def _train_epoch(self) -> dict[str, Any]:
         self.model.train()
@@ -226,17 +315,12 @@ class Trainer:
                        disable=True if total is not None and total <= 1 else self._bars_off(),
                        dynamic_ncols=True)
         for batch in batches:
-            loss, parts = self.model.loss(_to(batch, self.device), self.step)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step "
-                                    f"{self.step}; training stopped{self._kept()}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
+            loss, parts, share = self._update(batch)
             n += 1
             for key, value in {"loss": loss.item(), **parts}.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+                totals[key] = totals.get(key, 0.0) + share * float(value)
+        if self.world > 1:  # each batch's values: the row-weighted mean over the ranks
+            totals = distributed.sum_over_ranks(totals)
         return {"epoch": self.epoch + 1, "step": self.step, "lr": lr,
                 **{k: v / max(n, 1) for k, v in totals.items()},
                 "seconds": round(time.perf_counter() - start, 4)}
@@ -264,8 +348,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, eval_set) -> dict[str, Any]:
         self.model.eval()
-        return evaluate(finite_scores(self.model.score), eval_set, self.config.ks,
-                        self.config.eval_chunk, self.device)
+        return distributed.evaluate(finite_scores(self.model.score), eval_set, self.config.ks,
+                                    self.config.eval_chunk, self.device)
 
 
 def finite_scores(score):
