@@ -35,3 +35,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; "
+                                       "benchmarks/gpu_check.sh runs them with -m cuda)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``cuda``-marked tests where torch sees no CUDA device."""
+    if not any("cuda" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
