@@ -165,27 +165,36 @@ class LossModule(torch.nn.Module):
 
 
 # -- collectives ------------------------------------------------------------------------------
+def _on_backend(t: Tensor) -> Tensor:
+    """``t`` where the group's backend reduces it: NCCL only reduces CUDA tensors."""
+    if dist.get_backend() == "nccl":
+        return t.to(torch.device("cuda", torch.cuda.current_device()))
+    return t
+
+
 def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Each value summed over the ranks (float64; the same keys, in the same order, on every
     rank)."""
     keys = list(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = _on_backend(torch.tensor([values[k] for k in keys], dtype=torch.float64))
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
 
 
 def all_true(flag: bool) -> bool:
     """Whether ``flag`` holds on every rank."""
-    t = torch.tensor([int(flag)])
+    t = _on_backend(torch.tensor([int(flag)]))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
 
 def gather_tensors(t: Tensor) -> list[Tensor]:
-    """``t`` of every rank, in rank order, on every rank (same shape on every rank)."""
-    out = [torch.empty_like(t) for _ in range(world_size())]
-    dist.all_gather(out, t)
-    return out
+    """``t`` of every rank, in rank order, on every rank (same shape on every rank), on
+    ``t``'s device."""
+    moved = _on_backend(t)
+    out = [torch.empty_like(moved) for _ in range(world_size())]
+    dist.all_gather(out, moved)
+    return [o.to(t.device) for o in out]
 
 
 # -- evaluation -------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ class Trainer:
         self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None \
             else RunFolder(run_dir)
         self.device = torch.device(device)
-        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.world = distributed.world_size()
+        self.rank = distributed.rank() if self.world > 1 else 0
         self.writes = self.folder is not None and self.rank == 0  # rank 0 alone writes
         self.progress = progress and self.rank == 0
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
@@ -259,9 +260,9 @@ class Trainer:
         line per epoch on stderr."""
         if not self.progress or sys.stderr.isatty():
             return
-        parts = " ".join(f"{k} {v}" for k, v in postfix.items())
-        print(f"{self.model.name} epoch {self.epoch}/{self.config.epochs} {parts} "
-              f"({record['seconds']:.1f}s)".replace("  ", " "), file=sys.stderr, flush=True)
+        fields = [f"{self.model.name} epoch {self.epoch}/{self.config.epochs}",
+                  *(f"{k} {v}" for k, v in postfix.items()), f"({record['seconds']:.1f}s)"]
+        print(" ".join(fields), file=sys.stderr, flush=True)
 
     def _data_parallel(self) -> DistributedDataParallel | None:
         """``model.loss`` under DistributedDataParallel in a process group (it broadcasts rank
@@ -277,25 +278,25 @@ class Trainer:
 
     def _update(self, batch: Any) -> tuple[Tensor, dict[str, float], float]:
         """One optimiser step on ``batch`` (this rank's rows of it in a process group);
-        return the loss, its parts, and this rank's share of the batch's rows."""
+        return the loss, its parts, and this rank's weight
+        (:func:`~disentangle.train.distributed.shard_rows`; 1 in one process)."""
         if self._ddp is None:
-            share = 1.0
+            weight = 1.0
             loss, parts = self.model.loss(_to(batch, self.device), self.step)
             finite = bool(torch.isfinite(loss))
         else:
             shared = getattr(self.model.config, "loss", None) == "softmax"  # DisenGCN's
             batch, weight = distributed.shard_batch(batch, self.rank, self.world, shared)
-            share = weight / self.world
             loss, parts = self._ddp(_to(batch, self.device), self.step)
             finite = distributed.all_true(bool(torch.isfinite(loss)))
         if not finite:
             raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step "
                                 f"{self.step}; training stopped{self._kept()}")
         self.optimizer.zero_grad(set_to_none=True)
-        (loss if self._ddp is None else loss * (share * self.world)).backward()
+        (loss if self._ddp is None else loss * weight).backward()
         self.optimizer.step()
         self.step += 1
-        return loss, parts, share
+        return loss, parts, weight
 
     def _train_epoch(self) -> dict[str, Any]:
         self.model.train()
@@ -315,8 +316,9 @@ class Trainer:
                        disable=True if total is not None and total <= 1 else self._bars_off(),
                        dynamic_ncols=True)
         for batch in batches:
-            loss, parts, share = self._update(batch)
+            loss, parts, weight = self._update(batch)
             n += 1
+            share = weight / self.world  # this rank's part of the batch's mean (1 alone)
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + share * float(value)
         if self.world > 1:  # each batch's values: the row-weighted mean over the ranks
