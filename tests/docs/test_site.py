@@ -71,3 +71,17 @@ def test_every_formula_typesets_with_katex(site):
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert formulas and json.loads(done.stdout) == []
+
+
+def test_cli_reference_has_every_command(site):
+    import click
+
+    from disentangle_cli.main import main
+
+    page = (site / "cli" / "index.html").read_text(encoding="utf-8")
+    ctx = click.Context(main, info_name="disentangle")
+    commands = main.list_commands(ctx)
+    assert "fit" in commands
+    for name in commands:
+        assert f"Usage: disentangle {name} [OPTIONS]" in page, name
+
