@@ -363,7 +363,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                         f"the ratings")
     users, items = codes.arrays()
     times = np.frombuffer(stamps, dtype=np.float64) if t_col is not None else None
-    pair = users * len(codes.items) + items
+    pair = users.astype(np.int64) * len(codes.items) + items
     duplicates = n_rows - len(np.unique(pair))
     if duplicates:
         log.warning(f"{path}: {duplicates} repeated (user, item) row"

@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 from array import array
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch import Tensor
-from torch_geometric.data import HeteroData
+
+if TYPE_CHECKING:  # torch and PyG load on first use: reading data needs neither
+    from torch import Tensor
+    from torch_geometric.data import HeteroData
 
 EDGE = ("user", "interacts", "item")
 REV_EDGE = ("item", "rev_interacts", "user")
@@ -79,6 +81,9 @@ class InteractionData:
     @cached_property
     def graph(self) -> HeteroData:
         """The bipartite graph with both edge directions."""
+        import torch
+        from torch_geometric.data import HeteroData
+
         g = HeteroData()
         g["user"].num_nodes = self.num_users
         g["item"].num_nodes = self.num_items
@@ -166,8 +171,8 @@ class InteractionData:
     @classmethod
     def _from_codes(cls, users, items, user_ids, item_ids) -> tuple[InteractionData, np.ndarray]:
         """The data, and for each input row the index of its (merged) interaction."""
-        used_users, users = _factorize(np.asarray(users, dtype=np.int64))
-        used_items, items = _factorize(np.asarray(items, dtype=np.int64))
+        used_users, users = _first_appearance(users, len(user_ids))
+        used_items, items = _first_appearance(items, len(item_ids))
         m = len(used_items)
         pairs, inverse = np.unique(users * m + items, return_inverse=True)
         data = cls(pairs // m if m else pairs, pairs % m if m else pairs,
@@ -211,9 +216,8 @@ class PairCodes:
         self._i.append(self.items.setdefault(item, len(self.items)))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The codes of every pair added: (users, items), int64."""
-        return (np.frombuffer(self._u, dtype=np.int32).astype(np.int64),
-                np.frombuffer(self._i, dtype=np.int32).astype(np.int64))
+        """The codes of every pair added: (users, items), int32 views (add no more after)."""
+        return np.frombuffer(self._u, dtype=np.int32), np.frombuffer(self._i, dtype=np.int32)
 
     def data(self, users: np.ndarray, items: np.ndarray, times: np.ndarray | None = None
              ) -> tuple[InteractionData, np.ndarray | None]:
@@ -229,6 +233,19 @@ class PairCodes:
     def ids(index: dict[str, int]) -> np.ndarray:
         return np.array(list(index), dtype=object).astype(str) if index \
             else np.array([], dtype=str)
+
+
+def _first_appearance(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For integer codes in ``[0, size)``: the codes used, in order of first appearance, and
+    each code's rank among them (as :func:`_factorize`, in memory linear in ``size``)."""
+    codes = np.asarray(codes)
+    first = np.full(size, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes)))
+    used = np.flatnonzero(first < len(codes))
+    used = used[np.argsort(first[used], kind="stable")]
+    rank = np.empty(size, dtype=np.int64)
+    rank[used] = np.arange(len(used))
+    return used, rank[codes]
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
