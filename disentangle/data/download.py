@@ -5,11 +5,11 @@ for MovieLens, the LightGCN repository at a fixed commit for the graph sets) and
 every file a loader reads:
 
 - ``sha256``: the SHA-256 of the file, taken from bytes that were available when the pin was
-  written (``/work/shared/data/*/SHA256SUMS`` and the LightGCN repository's blobs);
+  written (the SHA256SUMS of the copies this project was developed with, whose provenance
+  is recorded, and the blobs of the LightGCN repository at the pinned commit);
 - ``git_blob``: for a file whose bytes were not available but whose git blob id is known
-  from the tree of the pinned commit, that id, :math:`\\mathrm{SHA1}(\\texttt{"blob "} \\|
-  \\mathrm{size} \\| \\texttt{"\\0"} \\| \\mathrm{content})` — the same content guarantee
-  git itself relies on;
+  from the tree of the pinned commit, that id: the SHA-1 of ``"blob <size>\\0"`` followed
+  by the content, the same content guarantee git itself relies on;
 - neither (``ml-20m``): nothing could be verified here. Such a dataset is refused unless
   the user asks for an unchecked download (``--no-verify``); no hash was ever guessed.
 
