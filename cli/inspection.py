@@ -59,7 +59,7 @@ def run_inspect(run_dir: str | Path, user: str | None = None, out: str | Path | 
 
 def format_explanations(rows: list[dict], user: str, history_size: int,
                         title_width: int = 60) -> str:
-    """The explanations of :func:`~disentangle.viz.explanations.explain_recommendations` as
+    """The explanations of :func:`~disentangle.explain.explain_recommendations` as
     terminal text: per item its factor, the factor's categories and the user's own items."""
     from disentangle.viz.plots import shorten
 
@@ -85,8 +85,7 @@ def print_explanations(run, user: str, k: int = 10) -> None:
     """Print the top-``k`` recommendations of ``user`` (raw id), each with its factor, that
     factor's top categories and the user's items that drive it. ``KeyError`` if the run does
     not know the user."""
-    from disentangle.explain import known_items
-    from disentangle.viz.explanations import explain_recommendations, user_index
+    from disentangle.explain import explain_recommendations, known_items, user_index
 
     rows = explain_recommendations(run, user, k)
     n_known = known_items(run.split, user_index(run.split.train, user)).nnz

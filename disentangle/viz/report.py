@@ -31,21 +31,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..explain import known_items, recommend
-from ..metrics.factors import channel_correlation, factor_report
-from ..metrics.ranking import to_torch_csr
-from ..models.recommender import require_factors
-from ..runs import atomic_write, read_metrics, write_json
-from . import plots
-from .explanations import (
+from ..explain import (
     eval_mode,
     explain_recommendations,
     factor_category_lift,
     factor_top_categories,
     item_titles,
     item_weights,
+    known_items,
+    recommend,
     user_index,
 )
+from ..metrics.factors import channel_correlation, factor_report
+from ..metrics.ranking import to_torch_csr
+from ..models.recommender import require_factors
+from ..runs import atomic_write, read_metrics, write_json
+from . import plots
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -165,7 +166,7 @@ def inspect_run(run: Run, out_dir: str | Path | None = None, user: str | None = 
 
     Returns a dict: ``metrics`` (as in ``factors.json``), ``users_measured`` (wording),
     ``user`` (the explained raw id), ``explanations`` (from
-    :func:`~disentangle.viz.explanations.explain_recommendations`), and the paths
+    :func:`~disentangle.explain.explain_recommendations`), and the paths
     ``report``, ``factors`` and ``plots`` (name to path).
     """
     model = require_factors(run.model, "disentangle inspect")

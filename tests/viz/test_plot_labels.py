@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from disentangle.data import InteractionData
+from disentangle.explain import item_titles
 from disentangle.viz import plots
-from disentangle.viz.explanations import item_titles
 
 # each of these is a mathtext syntax error (or would render as math) with mathtext on
 NASTY = ["$^$", "a$_$b", r"$\frac$", "$x$", "price $5 and $", "\\$", "{$}", "50%$_"]

@@ -14,8 +14,8 @@ from PIL import Image
 
 from disentangle.config import resolve
 from disentangle.data.splits import Split
+from disentangle.explain import explain_recommendations, factor_top_categories
 from disentangle.train.run import Run, build_model, build_split, fit, load_run
-from disentangle.viz.explanations import explain_recommendations, factor_top_categories
 from disentangle.viz.plots import shorten
 from disentangle.viz.report import _categories_text, inspect_run, summary_table
 from disentangle_cli.inspection import inspect_command, print_explanations
