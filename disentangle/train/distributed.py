@@ -71,11 +71,11 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank in the joined group, else ``RANK`` as ``torchrun`` set it (0 in
-    a plain process): rank 0 alone writes the run folder and prints."""
+    """This process's rank in the joined group, else ``RANK`` as ``torchrun`` set it, and 0
+    in a plain process (``WORLD_SIZE`` unset or 1): rank 0 alone writes and prints."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
+    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else 0
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ CASES = {
     "macridvae": ("macridvae", [], {"model.dim": 16, "model.batch_size": 128,
                                     "model.nogb": True, "model.dropout": 0.0,
                                     "model.std0": 1e-9}),
-    # 3 edge batches per epoch, the last one short; the sampled softmax's shared negatives
+    # 2 edge batches per epoch, the last one short; the sampled softmax's shared negatives
     "disengcn": ("disengcn", ["--protocol", "ratio"],
                  {"model.factor_dim": 4, "model.batch_size": 32768, "model.loss": "softmax",
                   "model.cor_weight": 0.0}),
@@ -46,7 +46,12 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 def cli_args(name):
     model, extra, sets = CASES[name]
     return ["--model", model, *extra, "--epochs", str(EPOCHS),
-            *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+            *[a for k, v in sets.items() for a in ("--set", f"{k}={yaml_text(v)}")]]
+
+
+def yaml_text(value):
+    """``value`` as YAML reads it back (YAML wants a dot in a float: 1.0e-09, not 1e-09)."""
+    return f"{value:.1e}" if isinstance(value, float) and "e" in str(value) else str(value)
 
 
 def torchrun(*args, wait=True):
