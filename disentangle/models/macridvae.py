@@ -17,6 +17,50 @@ from disentangle.models.factor_init import spectral_factors
 from disentangle.models.recommender import csr_parts, user_row_batches
 
 INITS = ("spectral", "xavier")
+#: Scores held at a time by the decoder: ``B x K x C`` for a chunk of ``C`` items.
+DECODER_CHUNK_SCORES = 1 << 20
+
+
+class MixtureLogits(torch.autograd.Function):
+    r"""``B x M`` mixture logits :math:`L_{bi} = \operatorname{logsumexp}_k
+    (\mathbf{q}_{bk} \cdot \mathbf{a}_i)` from ``B x K x e`` queries ``q`` and ``M x e``
+    keys ``a``, computed over chunks of items so the ``B x K x M`` scores never exist whole.
+
+    Backward recomputes each chunk's scores :math:`S_{bki}` instead of keeping them:
+    :math:`\partial L_{bi} / \partial S_{bki} = \exp(S_{bki} - L_{bi})` (the factor
+    posterior), so with :math:`G_{bki} = g_{bi} \exp(S_{bki} - L_{bi})`,
+    :math:`\nabla_{\mathbf{q}_{bk}} = \sum_i G_{bki} \mathbf{a}_i` and
+    :math:`\nabla_{\mathbf{a}_i} = \sum_{b,k} G_{bki} \mathbf{q}_{bk}`: two matrix
+    products per chunk, and memory of ``B x M`` plus one chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, a: Tensor, chunk: int) -> Tensor:
+        B, K, _ = q.shape
+        flat = q.reshape(B * K, -1)
+        out = q.new_empty(B, a.shape[0])
+        for s in range(0, a.shape[0], chunk):
+            scores = (flat @ a[s:s + chunk].T).view(B, K, -1)
+            torch.logsumexp(scores, dim=1, out=out[:, s:s + chunk])
+        ctx.save_for_backward(q, a, out)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        q, a, out = ctx.saved_tensors
+        B, K, _ = q.shape
+        flat = q.reshape(B * K, -1)
+        grad_q = torch.zeros_like(flat)
+        grad_a = torch.empty_like(a)
+        for s in range(0, a.shape[0], ctx.chunk):
+            e = min(s + ctx.chunk, a.shape[0])
+            g = (flat @ a[s:e].T).view(B, K, -1)
+            g.sub_(out[:, None, s:e]).exp_().mul_(grad[:, None, s:e])
+            g = g.view(B * K, -1)
+            grad_q.addmm_(g, a[s:e])
+            torch.mm(g.T, flat, out=grad_a[s:e])
+        return grad_q.view_as(q), grad_a, None
 
 
 @dataclasses.dataclass
@@ -262,12 +306,22 @@ class MacridVAE(FactorRecommender):
     def decode(self, z: Tensor, log_c: Tensor | None = None) -> Tensor:
         """``B x M`` log-probabilities :math:`\\log p(i \\mid u)` from ``B x K x d`` factor
         vectors ``z`` and ``M x K`` log item-factor weights ``log_c`` (default: the eval-mode
-        softmax, so ``model.decode`` alone maps latents to scores, e.g. for traversals)."""
+        softmax, so ``model.decode`` alone maps latents to scores, e.g. for traversals).
+
+        The mixture is one :class:`MixtureLogits` over chunks of items, with the weights
+        folded into the product: :math:`\\mathbf{q}_{uk} = (\\hat{\\mathbf{z}}_u^{(k)} / \\tau,
+        \\mathbf{e}_k)` and :math:`\\mathbf{a}_i = (\\hat{\\mathbf{h}}_i, \\log c_{i\\cdot})`
+        give :math:`\\mathbf{q}_{uk} \\cdot \\mathbf{a}_i = \\cos(\\mathbf{z}_u^{(k)},
+        \\mathbf{h}_i)/\\tau + \\log c_{ik}`, never exponentiating a :math:`1/\\tau`-scaled
+        value outside the logsumexp."""
         if log_c is None:
             log_c = self.factor_log_weights()
-        cos = F.normalize(z, dim=-1) @ F.normalize(self.items, dim=-1).T  # B x K x M
-        # log sum_k c_ik exp(cos/tau), without ever exponentiating a 1/tau-scaled value.
-        return torch.logsumexp(cos / self.config.tau + log_c.T, dim=1).log_softmax(dim=-1)
+        B, K, _ = z.shape
+        onehot = torch.eye(K, dtype=z.dtype, device=z.device).expand(B, K, K)
+        q = torch.cat([F.normalize(z, dim=-1) / self.config.tau, onehot], dim=-1)
+        a = torch.cat([F.normalize(self.items, dim=-1), log_c.to(z.dtype)], dim=-1)
+        chunk = max(1, DECODER_CHUNK_SCORES // (B * K))
+        return MixtureLogits.apply(q, a, chunk).log_softmax(dim=-1)
 
     def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:
         """``B x M`` log-probabilities and the KL term; stochastic in training mode (Gumbel
@@ -301,10 +355,11 @@ class MacridVAE(FactorRecommender):
         0-based update ``step``."""
         logp, kl = self(batch)
         crow, cols, vals = csr_parts(batch, self.items)
-        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=cols.device),
-                                       crow.diff())
-        # Multinomial likelihood read at the nonzeros only: -sum_i x_ui log p(i|u).
-        recon = -(vals * logp[rows, cols]).sum() / logp.shape[0]
+        # Multinomial likelihood -sum_i x_ui log p(i|u), on the batch's rows made dense
+        # (B x M, the size of logp): a product whose backward is a product, not the scatter
+        # of an indexed read.
+        x = torch.sparse_csr_tensor(crow, cols, vals, logp.shape, check_invariants=False).to_dense()
+        recon = -(x * logp).sum() / logp.shape[0]
         anneal = self.anneal(step)
         loss = recon + anneal * kl
         if self.config.reg > 0:
