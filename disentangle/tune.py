@@ -40,6 +40,8 @@ from typing import Any
 import matplotlib
 import yaml
 
+import disentangle_configs
+
 from .config import ConfigError, RunConfig, TrainConfig, flat_keys, resolve
 from .files import FileError, FileMissingError, check_regular, read_bytes
 from .models import MODELS
@@ -51,8 +53,9 @@ from .train import run as runs
 __all__ = ["SPACES", "Param", "SearchSpaceError", "default_study", "load_space", "parse_space",
            "trials_plot", "tune", "write_outputs"]
 
-#: The search spaces shipped with the source tree: ``configs/search/<model>.yaml``.
-SPACES = Path(__file__).resolve().parents[1] / "configs" / "search"
+#: The search spaces shipped with the package: ``configs/search/<model>.yaml`` in the source
+#: tree, installed as package data of ``disentangle_configs``.
+SPACES = Path(disentangle_configs.__file__).parent / "search"
 #: A search space file is a few hundred bytes.
 MAX_SPACE_BYTES = 1 << 20
 #: Trials that finish before the pruner compares (a median of fewer says little), and the
