@@ -149,8 +149,6 @@ def text_lines(path: Path, progress: bool | None = None) -> Iterator[str]:
                 not lines[-1].endswith("\n")) else ""
             yield from lines
             if final:
-                if carry:
-                    yield carry
                 return
             chunk = f.read(_CHUNK)
 
