@@ -12,7 +12,7 @@ optuna = pytest.importorskip("optuna")
 
 from disentangle import tune as tune_module
 from disentangle.config import resolve
-from disentangle.train import run, trainer
+from disentangle.train import distributed, run, trainer
 from disentangle.tune import SPACES, SearchSpaceError, load_space, parse_space, tune
 from disentangle_cli.tune import tune_command
 
@@ -45,7 +45,7 @@ def no_test_scoring(monkeypatch):
         splits.append(build_split(cfg))
         return splits[-1]
 
-    evaluate = trainer.evaluate
+    evaluate = distributed.evaluate_all  # what the trainer's evaluation calls
 
     def validation_only(score, eval_set, *args, **kwargs):
         assert all(eval_set is not s.test for s in splits), "the search scored test users"
@@ -56,7 +56,7 @@ def no_test_scoring(monkeypatch):
         raise AssertionError("the search computed test results")
 
     monkeypatch.setattr(run, "build_split", recording)
-    monkeypatch.setattr(trainer, "evaluate", validation_only)
+    monkeypatch.setattr(distributed, "evaluate_all", validation_only)
     monkeypatch.setattr(run, "final_results", refuse)
     return splits
 
