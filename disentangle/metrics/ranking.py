@@ -36,12 +36,15 @@ def to_torch_csr(m: sp.csr_matrix, device: str | torch.device = "cpu") -> Tensor
 
 
 def topk_hits(scores: Tensor, history: sp.csr_matrix, target: sp.csr_matrix, k: int) -> np.ndarray:
-    """``B x k`` boolean: whether the j-th ranked item (history masked) is a target."""
-    scores = scores.clone()
-    rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
-    scores[torch.from_numpy(rows), torch.from_numpy(history.indices.astype(np.int64))] = -torch.inf
-    top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.cpu().numpy()
+    """``B x k`` boolean: whether the j-th ranked item (history masked) is a target.
+
+    ``scores`` is left as it is (the history is masked on a copy)."""
     m = scores.shape[1]
+    rows = np.repeat(np.arange(history.shape[0], dtype=np.int64), np.diff(history.indptr))
+    flat = torch.from_numpy(rows * m + history.indices.astype(np.int64)).to(scores.device)
+    masked = scores.clone(memory_format=torch.contiguous_format)
+    masked.view(-1).index_fill_(0, flat, -torch.inf)
+    top = torch.topk(masked, min(k, m), dim=1).indices.cpu().numpy()
     target_rows = np.repeat(np.arange(target.shape[0]), np.diff(target.indptr))
     target_keys = np.sort(target_rows * m + target.indices)
     keys = np.arange(len(top))[:, None] * m + top

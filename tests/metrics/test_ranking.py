@@ -58,3 +58,12 @@ def test_evaluate_chunks_agree_with_one_chunk_and_perfect_scorer_gets_one():
     assert b["ndcg@5"] != 1.0
     # chunked scoring draws the same random numbers in the same order, so results agree
     assert np.isclose(b["ndcg@5"], c["ndcg@5"])
+
+
+def test_topk_hits_leaves_the_scores_unchanged():
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    before = scores.clone()
+    topk_hits(scores, csr([[0, 1]], 5), csr([[3]], 5), k=2)
+    expanded = torch.arange(5.0).expand(2, 5)  # a scorer may return a broadcast view
+    hits = topk_hits(expanded, csr([[4], [0]], 5), csr([[3], [4]], 5), k=1)
+    assert torch.equal(scores, before) and hits.tolist() == [[True], [True]]
