@@ -17,6 +17,8 @@ from disentangle.models.factor_init import spectral_factors
 from disentangle.models.recommender import csr_parts, user_row_batches
 
 INITS = ("spectral", "xavier")
+DECODERS = ("full", "sampled")
+SAMPLERS = ("popularity", "uniform")
 #: Scores held at a time by the decoder: ``B x K x C`` for a chunk of ``C`` items.
 DECODER_CHUNK_SCORES = 1 << 20
 
@@ -92,6 +94,14 @@ class MacridVAEConfig(ModelConfig):
         init (str): starting point of the item table and the prototypes: ``"spectral"``
             (from the training data, see :meth:`MacridVAE.init_from_data`) or ``"xavier"``
             (Xavier-uniform, the paper's). (default: ``"spectral"``)
+        decoder (str): training likelihood: ``"full"`` (the softmax over all items) or
+            ``"sampled"`` (a sampled softmax, see :meth:`MacridVAE.sampled_recon`; scoring
+            always uses the full softmax). (default: ``"full"``)
+        num_negatives (int): negatives :math:`S` shared by a batch of the sampled decoder.
+            (default: ``1000``)
+        sampler (str): proposal :math:`Q` of the sampled decoder's negatives:
+            ``"popularity"`` (training counts plus one) or ``"uniform"``.
+            (default: ``"popularity"``)
     """
 
     num_factors: int = 7
@@ -105,6 +115,9 @@ class MacridVAEConfig(ModelConfig):
     reg: float = 0.0
     assign_tau: float | None = None
     init: str = "spectral"
+    decoder: str = "full"
+    num_negatives: int = 1000
+    sampler: str = "popularity"
 
     def validate(self) -> None:
         self.check("num_factors", self.num_factors, self.num_factors >= 1, "an integer >= 1")
@@ -121,6 +134,12 @@ class MacridVAEConfig(ModelConfig):
         self.check("assign_tau", self.assign_tau,
                    self.assign_tau is None or self.assign_tau > 0, "None or a float > 0")
         self.check("init", self.init, self.init in INITS, " or ".join(map(repr, INITS)))
+        self.check("decoder", self.decoder, self.decoder in DECODERS,
+                   " or ".join(map(repr, DECODERS)))
+        self.check("num_negatives", self.num_negatives, self.num_negatives >= 1,
+                   "an integer >= 1")
+        self.check("sampler", self.sampler, self.sampler in SAMPLERS,
+                   " or ".join(map(repr, SAMPLERS)))
 
 
 class MacridVAE(FactorRecommender):
@@ -222,6 +241,10 @@ class MacridVAE(FactorRecommender):
         self.context_bias = torch.nn.Parameter(torch.empty(d))
         self.head = torch.nn.Linear(d, 2 * d)                    # encoder layer 2: (a, b)
         self.updates_per_epoch = max(1, self.num_batches(train_data))
+        counts = torch.as_tensor(train_data.item_popularity(), dtype=torch.float32) + 1
+        proposal = counts if config.sampler == "popularity" else torch.ones(M)
+        # Not saved: it follows from the training data and the config.
+        self.register_buffer("proposal", proposal / proposal.sum(), persistent=False)
         self.reset_parameters()
         if config.init == "spectral":
             self.init_from_data(train_data)
@@ -316,16 +339,63 @@ class MacridVAE(FactorRecommender):
         value outside the logsumexp."""
         if log_c is None:
             log_c = self.factor_log_weights()
+        return self.mixture_logits(z, log_c).log_softmax(dim=-1)
+
+    def mixture_logits(self, z: Tensor, log_c: Tensor, items: Tensor | None = None) -> Tensor:
+        """``B x N`` mixture logits :math:`\\log \\sum_k c_{ik} \\exp(\\cos(\\mathbf{z}_u^{(k)},
+        \\mathbf{h}_i)/\\tau)` of the items ``items`` (default: all ``M``)."""
         B, K, _ = z.shape
         onehot = torch.eye(K, dtype=z.dtype, device=z.device).expand(B, K, K)
         q = torch.cat([F.normalize(z, dim=-1) / self.config.tau, onehot], dim=-1)
         a = torch.cat([F.normalize(self.items, dim=-1), log_c.to(z.dtype)], dim=-1)
+        if items is not None:
+            a = a[items]
         chunk = max(1, DECODER_CHUNK_SCORES // (B * K))
-        return MixtureLogits.apply(q, a, chunk).log_softmax(dim=-1)
+        return MixtureLogits.apply(q, a, chunk)
+
+    def sample_negatives(self) -> Tensor:
+        """:math:`S` item indices drawn with replacement from the proposal :math:`Q`."""
+        return torch.multinomial(self.proposal, self.config.num_negatives, replacement=True)
+
+    def sampled_recon(self, z: Tensor, log_c: Tensor, batch: Tensor,
+                      negatives: Tensor) -> Tensor:
+        r"""Sampled-softmax estimate of :math:`-\frac1B \sum_u \sum_i x_{ui}
+        \log p(i \mid u)` at cost :math:`B \times K \times (P + S)`.
+
+        With :math:`o_{ui}` the mixture logits, :math:`\mathcal{P}` the items of the batch's
+        rows (all kept) and :math:`j_1..j_S \sim Q` the shared negatives (those in
+        :math:`\mathcal{P}` dropped), the normaliser is estimated with the log-Q correction,
+
+        .. math::
+            \hat{Z}_u = \sum_{i \in \mathcal{P}} e^{o_{ui}} + \sum_{s:\, j_s \notin
+                \mathcal{P}} \frac{e^{o_{u j_s}}}{S\, Q(j_s)},
+
+        an unbiased estimate of :math:`Z_u = \sum_i e^{o_{ui}}`, and
+        :math:`\log p(i \mid u) \approx o_{ui} - \log \hat{Z}_u`.
+        """
+        crow, cols, vals = csr_parts(batch, self.items)
+        positives, where = torch.unique(cols, return_inverse=True)
+        negatives = negatives.to(cols.device)
+        items = torch.cat([positives, negatives])
+        logits = self.mixture_logits(z, log_c, items)
+        hit = torch.isin(negatives, positives)
+        shift = torch.log(self.config.num_negatives * self.proposal[negatives].to(z.dtype))
+        shift = torch.cat([shift.new_zeros(positives.numel()),
+                           shift.masked_fill(hit, torch.inf)])
+        log_z = torch.logsumexp(logits - shift, dim=1)
+        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=cols.device),
+                                       crow.diff())
+        return -((vals * logits[rows, where]).sum() - (vals.new_zeros(len(log_z)).index_add_(
+            0, rows, vals) * log_z).sum()) / logits.shape[0]
 
     def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:
         """``B x M`` log-probabilities and the KL term; stochastic in training mode (Gumbel
         sample, dropout, reparameterised noise), deterministic in eval mode."""
+        z, log_c, kl = self.latents(history)
+        return self.decode(z, log_c), kl
+
+    def latents(self, history: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Factor vectors ``z``, log item-factor weights and the KL term of ``history``."""
         train = self.training
         log_c = self.factor_log_weights(sample=train)
         mu, lnvar = self.encode(history, log_c, train)
@@ -333,7 +403,7 @@ class MacridVAE(FactorRecommender):
         z = mu
         if train:
             z = mu + torch.randn_like(mu) * self.config.std0 * torch.exp(0.5 * lnvar)
-        return self.decode(z, log_c), kl
+        return z, log_c, kl
 
     # -- training -------------------------------------------------------------------------
     def batches(self, train, generator: torch.Generator) -> Iterator[Tensor]:
@@ -352,7 +422,12 @@ class MacridVAE(FactorRecommender):
 
     def loss(self, batch: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
         """Negative annealed ELBO (plus the L2 penalty) of the sparse rows ``batch`` at
-        0-based update ``step``."""
+        0-based update ``step``; with ``decoder="sampled"`` in training mode, the
+        likelihood is :meth:`sampled_recon`'s estimate."""
+        if self.training and self.config.decoder == "sampled":
+            z, log_c, kl = self.latents(batch)
+            return self._total(self.sampled_recon(z, log_c, batch, self.sample_negatives()),
+                               kl, step)
         logp, kl = self(batch)
         crow, cols, vals = csr_parts(batch, self.items)
         # Multinomial likelihood -sum_i x_ui log p(i|u), on the batch's rows made dense
@@ -360,6 +435,9 @@ class MacridVAE(FactorRecommender):
         # of an indexed read.
         x = torch.sparse_csr_tensor(crow, cols, vals, logp.shape, check_invariants=False).to_dense()
         recon = -(x * logp).sum() / logp.shape[0]
+        return self._total(recon, kl, step)
+
+    def _total(self, recon: Tensor, kl: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
         anneal = self.anneal(step)
         loss = recon + anneal * kl
         if self.config.reg > 0:
