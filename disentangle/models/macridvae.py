@@ -43,7 +43,10 @@ class MixtureLogits(torch.autograd.Function):
         out = q.new_empty(B, a.shape[0])
         for s in range(0, a.shape[0], chunk):
             scores = (flat @ a[s:s + chunk].T).view(B, K, -1)
-            torch.logsumexp(scores, dim=1, out=out[:, s:s + chunk])
+            # logsumexp in place (torch.logsumexp's guards against infinite maxima cost as
+            # much again; every maximum here is finite: max_k log c_ik >= -log K).
+            top = scores.amax(dim=1)
+            out[:, s:s + chunk] = scores.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
         ctx.save_for_backward(q, a, out)
         ctx.chunk = chunk
         return out
