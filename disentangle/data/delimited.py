@@ -361,8 +361,7 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
                         f"the ratings")
     users, items = codes.arrays()
     times = np.frombuffer(stamps, dtype=np.float64) if t_col is not None else None
-    pair = users.astype(np.int64) * len(codes.items) + items
-    duplicates = n_rows - len(np.unique(pair))
+    duplicates = n_rows - len(np.unique(users.astype(np.int64) * len(codes.items) + items))
     if duplicates:
         log.warning(f"{path}: {duplicates} repeated (user, item) row"
                     f"{'s' * (duplicates != 1)} merged: each pair counts as one interaction")
@@ -375,8 +374,10 @@ def load_csv(path: str | os.PathLike, options: LoadOptions = DEFAULTS) -> Source
             raise DataError(f"{path}: no interactions left: none of the {n_rows} ratings is "
                             f">= {options.rating_threshold:g} (data.rating_threshold; set it "
                             f"with --rating-threshold)")
-        users, items = users[keep], items[keep]
-        times = None if times is None else times[keep]
+        if not keep.all():
+            users, items = users[keep], items[keep]
+            times = None if times is None else times[keep]
+        del keep
     data, times = codes.data(users, items, times)
     kept = data.drop_sparse_users(options.min_user_interactions)
     if kept.num_interactions == 0:

@@ -174,7 +174,10 @@ class InteractionData:
         used_users, users = _first_appearance(users, len(user_ids))
         used_items, items = _first_appearance(items, len(item_ids))
         m = len(used_items)
-        pairs, inverse = np.unique(users * m + items, return_inverse=True)
+        key = users * m + items
+        del users, items  # a few n-sized arrays are alive at once, not all of them
+        pairs, inverse = np.unique(key, return_inverse=True)
+        del key
         data = cls(pairs // m if m else pairs, pairs % m if m else pairs,
                    np.asarray(user_ids)[used_users], np.asarray(item_ids)[used_items])
         return data, inverse.reshape(-1)
