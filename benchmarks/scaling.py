@@ -275,7 +275,7 @@ def main(argv=None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "command": " ".join(sys.argv), "torch": torch.__version__,
-            "machine": platform.machine(), "device": str(args.device),
+            "machine": platform.machine(), "device": getattr(args, "device", "cpu"),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             **({"users": args.users, "items": args.items} if args.command == "epoch" else {}),
             "rows": rows}, indent=1))
