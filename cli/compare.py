@@ -27,7 +27,8 @@ __all__ = ["compare"]
               help="Folder with the dataset's raw files (else $DISENTANGLE_DATA/<dataset>).")
 @click.option("--split-dir", type=click.Path(file_okay=False), default=None,
               help="Ready split in Liang et al.'s format (held-out users).")
-@click.option("--protocol", type=click.Choice(["heldout", "ratio", "given"]), default=None,
+@click.option("--protocol", type=click.Choice(["heldout", "ratio", "given", "temporal",
+                                                "temporal-global"]), default=None,
               help="Split protocol (default: the first model's); a model that cannot run it "
                    "is refused.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,

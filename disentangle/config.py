@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .data import PROTOCOLS
 from .files import FileError, FileMissingError, check_regular, read_bytes
 from .models import MODELS
 from .models.base import (
@@ -92,7 +93,7 @@ class DataConfig(ConfigSection):
         "dataset": (NonBlank("a dataset name or csv:PATH"),),
         "data_dir": (NonBlank("a folder path or null"),),
         "split_dir": (NonBlank("a folder path or null"),),
-        "protocol": (Options("heldout", "ratio", "given", "temporal", "temporal-global"),),
+        "protocol": (Options(*PROTOCOLS),),
         "seed": (SEED,),
         "heldout_users": (Interval(int, 1, None, accepted="a count >= 1"),
                           Interval(float, 0, 0.5, closed="neither",

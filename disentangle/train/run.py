@@ -81,7 +81,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def build_split(cfg: RunConfig) -> Split:
     """Load the configured dataset and apply the configured protocol (or ready split)."""
     d = cfg.data
-    options = LoadOptions(d.rating_threshold, d.min_user_interactions, d.delimiter)
+    options = LoadOptions.from_config(d)
     if d.split_dir is not None:
         try:
             catalog = load_dataset(d.dataset, d.data_dir, options).data

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -151,3 +152,42 @@ def test_a_temporal_protocol_without_timestamps_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("error: a temporal protocol needs the time of each "
                                     "interaction")
+
+
+def test_protocol_choices_are_the_data_layers():
+    """The CLI lists the protocols without importing the data layer (``--help`` stays fast);
+    its lists must be the data layer's table."""
+    from disentangle.data import PROTOCOLS
+    from disentangle_cli.compare import compare
+    from disentangle_cli.main import fit
+
+    for command in (fit, compare):
+        option = next(p for p in command.params if p.name == "protocol")
+        assert tuple(option.type.choices) == PROTOCOLS, command.name
+
+
+def test_fit_reads_own_columns_and_catalogue(tmp_path):
+    """``--columns`` and ``--items`` reach the loader through the run config: a file whose
+    header names neither users nor items trains, and the run's items carry the catalogue's
+    titles."""
+    rng = np.random.default_rng(0)
+    rows = {(int(u), int(i)) for u, i in zip(rng.integers(0, 60, 1500),
+                                             rng.integers(0, 40, 1500))}
+    data = tmp_path / "orders.csv"
+    data.write_text("ts,customer_ref,item_code\n"
+                    + "".join(f"{1000 + n},c{u},p{i}\n" for n, (u, i) in enumerate(sorted(rows))))
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text("id,title,categories\n"
+                         + "".join(f"p{i},Product {i},{'A' if i % 2 else 'B'}\n"
+                                   for i in range(40)))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "fit", "--model", "ease", "--dataset", f"csv:{data}", "--protocol", "ratio",
+        "--columns", "user=customer_ref,item=item_code,timestamp=ts", "--items", str(catalogue),
+        "--out", str(out), "--quiet", "--no-report"])
+    assert result.exit_code == 0, result.output
+    from disentangle.runs import load_run
+
+    train = load_run(out).split.train
+    assert set(train.user_ids) <= {f"c{u}" for u in range(60)}
+    assert dict(zip(train.item_ids, train.item_titles))["p3"] == "Product 3"

@@ -167,7 +167,7 @@ SETS = [
     ("dataset-empty", "data.dataset=", "macridvae",
      "data.dataset='' is out of range: expected a dataset name or csv:PATH"),
     ("protocol-unknown", "data.protocol=kfold", "macridvae",
-     "data.protocol='kfold' is out of range: expected heldout, ratio or given"),
+     "data.protocol='kfold' is out of range: expected heldout, ratio, given, temporal or temporal-global"),
     ("dropout-one-disengcn", "model.dropout=1", "disengcn", "model.dropout=1.0 is out of range"),
     # -- keys and sections ---------------------------------------------------------------------
     ("unknown-key", "train.epoch=3", "macridvae", "unknown config key train.epoch; known:"),
