@@ -16,6 +16,7 @@ from torch_geometric.utils import add_self_loops, remove_self_loops
 
 _SELF_LOOPS = ("remove", "keep", "add")
 _OUTPUTS = ("normalized", "linear")
+_NORMS = ("channel", "node")
 
 
 class DisenConv(MessagePassing):
@@ -41,6 +42,14 @@ class DisenConv(MessagePassing):
 
     and outputs :math:`\mathbf{x}^{\prime}_{u} = [\mathbf{c}_{u,1}, \ldots, \mathbf{c}_{u,K}]`
     after iteration :math:`T`.
+
+    With :obj:`routing_norm="node"` the :math:`K` channels of a node are scaled to unit
+    length together rather than one by one, :math:`\mathbf{z}_{u,k} = \mathbf{x}_{u,k} /
+    \|\mathbf{x}_u\|_2` (and the centres likewise, :math:`\mathbf{c}_u` to unit length over
+    all :math:`K` channels): a channel's routing score is then its cosine scaled by its share
+    of the node's norm, so a channel a node barely uses cannot attract edges by its direction
+    alone (with per-channel scaling, a near-zero channel counts as much as the node's main
+    one).
 
     With :obj:`output="linear"` the routing is the same, but the last aggregation is the
     linear, weighted sum of the neighbours' raw (not normalised) channels, as in the
@@ -98,6 +107,9 @@ class DisenConv(MessagePassing):
             one self-loop per node (a routed copy of the node on top of the self term).
             Bipartite inputs are always used as given (:obj:`"add"` is refused there).
             (default: :obj:`"remove"`)
+        routing_norm (str, optional): :obj:`"channel"` (DisenGCN: every channel to unit
+            length) or :obj:`"node"` (all :math:`K` channels of a node together, see above).
+            (default: :obj:`"channel"`)
         output (str, optional): :obj:`"normalized"` (DisenGCN, unit-length channels) or
             :obj:`"linear"` (the weighted sum of raw neighbour channels above).
             (default: :obj:`"normalized"`)
@@ -118,8 +130,8 @@ class DisenConv(MessagePassing):
           :math:`u`)
         - **output:** node features :math:`(|\mathcal{V}|, K \cdot d)` or
           :math:`(|\mathcal{V}_t|, K \cdot d)` if bipartite, factor :math:`k` in columns
-          :math:`kd, \ldots, (k+1)d - 1`, each factor of unit length (unless
-          :obj:`output="linear"`); if
+          :math:`kd, \ldots, (k+1)d - 1`, each factor of unit length (each row with
+          :obj:`routing_norm="node"`; raw sums with :obj:`output="linear"`); if
           :obj:`return_routing=True`, also :math:`((2, |\mathcal{E}'|), (|\mathcal{E}'|, K))`:
           the edges used (after self-loop handling, in input order) and their routing weights
           of the last iteration, each row a distribution over the factors.
@@ -135,6 +147,7 @@ class DisenConv(MessagePassing):
         in_channels: int | None = None,
         act: str | Callable | None = "relu",
         self_loops: str = "remove",
+        routing_norm: str = "channel",
         output: str = "normalized",
         fused: bool = True,
         cached: bool = False,
@@ -151,6 +164,7 @@ class DisenConv(MessagePassing):
         _check("tau", tau, tau > 0, "a float > 0")
         _check("dropout", dropout, 0.0 <= dropout < 1.0, "a float in [0, 1)")
         _check("self_loops", self_loops, self_loops in _SELF_LOOPS, f"one of {_SELF_LOOPS}")
+        _check("routing_norm", routing_norm, routing_norm in _NORMS, f"one of {_NORMS}")
         _check("output", output, output in _OUTPUTS, f"one of {_OUTPUTS}")
         _check("act", act, in_channels is not None or act == "relu",
                "the default 'relu' without in_channels (there is no projection)")
@@ -164,6 +178,7 @@ class DisenConv(MessagePassing):
         self.dropout = dropout
         self.in_channels = in_channels
         self.self_loops = self_loops
+        self.routing_norm = routing_norm
         self.output = output
         self.fused = fused
         self.cached = cached
@@ -208,8 +223,8 @@ class DisenConv(MessagePassing):
             h_src, h_dst = self._channels(x[0]), self._channels(x[1])
         else:
             h_src = h_dst = self._channels(x)
-        z_src = F.normalize(h_src, dim=-1)
-        z_dst = F.normalize(h_dst, dim=-1) if bipartite else z_src
+        z_src = self._unit(h_src, factor_major=False)
+        z_dst = self._unit(h_dst, factor_major=False) if bipartite else z_src
         size = (z_src.size(0), z_dst.size(0))
         linear = self.output == "linear"
         if edge_weight is not None and not linear:
@@ -255,7 +270,7 @@ class DisenConv(MessagePassing):
                     c = self.propagate(adj, z=(h_src, h_dst), p=q, graph=graph, size=size)
                 else:
                     agg = self.propagate(adj, z=(z_src, z_dst), p=q, graph=graph, size=size)
-                    c = F.normalize(z_dst + agg, dim=-1)
+                    c = self._unit(z_dst + agg, factor_major=graph is not None)
 
         if graph is not None:
             c = c.transpose(0, 1)
@@ -286,6 +301,15 @@ class DisenConv(MessagePassing):
                              f"got {tuple(x.shape)}")
         return x.reshape(x.size(0), self.num_factors, self.factor_channels)
 
+    def _unit(self, x: Tensor, factor_major: bool) -> Tensor:
+        """``x`` (``N x K x d``, or ``K x N x d`` if ``factor_major``) with every channel
+        (``routing_norm="channel"``) or every node's ``K`` channels together (``"node"``)
+        scaled to unit length."""
+        if self.routing_norm == "channel":
+            return F.normalize(x, dim=-1)
+        dims = (0, 2) if factor_major else (1, 2)
+        return x / x.pow(2).sum(dims, keepdim=True).sqrt().clamp(min=1e-12)
+
     def _handle_self_loops(self, edge_index: Tensor, num_nodes: int,
                            edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if self.self_loops == "keep":
@@ -313,6 +337,8 @@ class DisenConv(MessagePassing):
     def __repr__(self) -> str:
         proj = "" if self.in_channels is None else f"in_channels={self.in_channels}, "
         linear = ", output='linear'" if self.output == "linear" else ""
+        if self.routing_norm == "node":
+            linear = f", routing_norm='node'{linear}"
         return (f"{type(self).__name__}({self.channels}, {proj}num_factors={self.num_factors}, "
                 f"iterations={self.iterations}, tau={self.tau}{linear})")
 

@@ -122,9 +122,9 @@ def test_embeddings_are_the_last_layer_or_the_mean_of_ego_and_layer_outputs(data
     users, items = data.edge_index
     edge_index = torch.cat([torch.stack([items + n, users]), torch.stack([users, items + n])], 1)
     weight = lightgcn_weights(data, edge_index)
-    conv = DisenConv(K * D, K, iterations=2, tau=model.config.tau, self_loops="keep",
-                     output="linear",
-                     fused=False)
+    conv = DisenConv(K * D, K, iterations=2, tau=model.config.tau,
+                     routing_norm=model.config.routing_norm, self_loops="keep",
+                     output="linear", fused=False)
     layer1 = conv(x, edge_index, weight)
     layer2 = conv(layer1, edge_index, weight)
     torch.testing.assert_close(model.item_factor_embeddings(), layer2.view(-1, K, D)[n:])
@@ -566,7 +566,8 @@ def test_training_lowers_the_loss_and_beats_random_recall(options):
 
 @pytest.mark.parametrize("field, value", [
     ("num_factors", 0), ("factor_dim", 0), ("num_layers", 0), ("iterations", 0), ("tau", 0.0),
-    ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("batch_size", 0),
+    ("dropout", 1.0), ("dropout", -0.1), ("layer_combine", "sum"), ("routing_norm", "edge"),
+    ("batch_size", 0),
     ("reg_weight", -1.0), ("cor_weight", -0.1), ("cor_sample", 1), ("neighbors", -1),
     ("loss", "hinge"), ("num_negatives", 0), ("softmax_tau", 0.0), ("init", "xavier"),
     ("score", "euclidean"), ("score", "cosine"),

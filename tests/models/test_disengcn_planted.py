@@ -1,14 +1,16 @@
-"""DisenGCN's routing commits at the defaults (issue 15), and ``layer_combine="last"`` with
-``tau=0.02`` recovers planted clusters; pinned on a small planted case (K = 3, 300 x 150).
+"""DisenGCN's routing commits and recovers planted clusters at the defaults (issue 15);
+pinned on a small planted case (K = 3, 300 x 150).
 
 What the settings reach there after 20 epochs (seeds 0-3 of data, split and model):
 
-- defaults (spectral start, tau 0.05, ``mean``): mean top routing weight 0.85-0.87, item AMI
-  against the planted clusters only 0.14-0.24 (the ego term of the mean trains every channel
-  on every interaction, so the channels drift from the clusters they started on);
-- ``layer_combine="last"``, ``tau=0.02``: AMI 0.91-0.97, mean top weight 0.97-0.98;
+- defaults (spectral start, tau 0.05, ``routing_norm="node"``, ``mean``): item AMI against the
+  planted clusters 1.000 in every seed, mean top routing weight 0.961-0.964;
+- the same with DisenGCN's per-channel scaling (``routing_norm="channel"``, the previous
+  defaults): AMI 0.14-0.24, mean top weight 0.85-0.87 (the ego term of the mean gives an
+  item's unused channels a small gradient, and per-channel scaling lets those near-zero
+  channels attract edges by their direction alone);
 - the papers' setting (``configs/disengcn-paper.yaml``: random N(0, 0.1) start, tau 1, the
-  mean): AMI 0.01-0.10, mean top weight 0.39 (uniform 0.33).
+  mean, per-channel scaling): AMI 0.01-0.10, mean top weight 0.39 (uniform 0.33).
 
 The thresholds sit below every seed's value; ``docs/results.md`` has the grids.
 """
@@ -25,7 +27,7 @@ from disentangle.models.disengcn import DisenGCN, DisenGCNConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 3
-PAPER = {"init": "normal", "tau": 1.0, "layer_combine": "mean"}
+PAPER = {"init": "normal", "tau": 1.0, "layer_combine": "mean", "routing_norm": "channel"}
 
 
 def train(epochs: int = 20, **options) -> tuple[float, float]:
@@ -51,14 +53,14 @@ def train(epochs: int = 20, **options) -> tuple[float, float]:
     return ami, routing.max(1).values.mean().item()
 
 
-def test_default_routing_commits_and_last_layer_recovers_the_planted_factors():
+def test_default_routing_commits_and_recovers_the_planted_factors():
     ami, top = train()
-    last_ami, last_top = train(tau=0.02, layer_combine="last")
+    channel_ami, channel_top = train(routing_norm="channel")
     paper_ami, paper_top = train(**PAPER)
-    report = (f"defaults: AMI {ami:.3f}, mean top weight {top:.3f}; last, tau 0.02: AMI "
-              f"{last_ami:.3f}, mean top weight {last_top:.3f}; paper settings: AMI "
+    report = (f"defaults: AMI {ami:.3f}, mean top weight {top:.3f}; per-channel routing: AMI "
+              f"{channel_ami:.3f}, mean top weight {channel_top:.3f}; paper settings: AMI "
               f"{paper_ami:.3f}, mean top weight {paper_top:.3f} (uniform {1 / K:.3f})")
     print(report)
-    assert top >= 0.8 and ami >= 0.1, report
-    assert last_ami >= 0.9 and last_top >= 0.9, report
+    assert ami >= 0.9 and top >= 0.9, report
+    assert channel_ami < 0.5, report
     assert paper_ami < 0.5 and paper_top < 0.45, report

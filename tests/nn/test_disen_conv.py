@@ -15,7 +15,8 @@ def unit(v):
     return v / v.norm().clamp(min=1e-12)
 
 
-def reference(x_src, x_dst, edges, iterations, tau, frozen=False, linear_weights=None):
+def reference(x_src, x_dst, edges, iterations, tau, frozen=False, linear_weights=None,
+              node=False):
     """DisenGCN's neighbourhood routing, one node, one edge and one factor at a time.
 
     Returns the output rows (list of K-lists of d-vectors) and the routing weights of the last
@@ -23,9 +24,17 @@ def reference(x_src, x_dst, edges, iterations, tau, frozen=False, linear_weights
     detached copy of the inputs, so gradients pass only through the final weighted sum. With
     ``linear_weights`` (one weight per edge), the last aggregation is ``output="linear"``'s:
     the weighted sum of the raw neighbour channels, without self term or normalisation.
+    With ``node`` (``routing_norm="node"``), every node's K channels (inputs and centres) are
+    divided by the norm of all K together instead of one by one.
     """
+    def scale(channels):
+        if node:
+            norm = torch.cat(channels).norm().clamp(min=1e-12)
+            return [ch / norm for ch in channels]
+        return [unit(ch) for ch in channels]
+
     def factors(x):
-        return [[unit(x[n, k * D:(k + 1) * D]) for k in range(K)] for n in range(x.size(0))]
+        return [scale([x[n, k * D:(k + 1) * D] for k in range(K)]) for n in range(x.size(0))]
 
     z_src, z_dst = factors(x_src), factors(x_dst)
     if frozen:
@@ -59,8 +68,8 @@ def reference(x_src, x_dst, edges, iterations, tau, frozen=False, linear_weights
                 for (v, target), p in zip(edges, routing):
                     if target == u:
                         acc = acc + p[k] * zs[v][k]
-                channels.append(unit(acc))
-            new_c.append(channels)
+                channels.append(acc)
+            new_c.append(channels if last and linear_weights is not None else scale(channels))
         c = new_c
     out = torch.stack([torch.cat(channels) for channels in c])
     weights = torch.stack([torch.stack([torch.as_tensor(p) for p in ps]) for ps in routing])
@@ -89,6 +98,34 @@ def test_output_and_routing_match_the_per_node_reference(x, fused, iterations, t
     assert torch.equal(used, edge_index)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(routing, ref_routing)
+
+
+@pytest.mark.parametrize("fused", KERNELS)
+@pytest.mark.parametrize("iterations", [1, 3])
+@pytest.mark.parametrize("linear", [False, True])
+def test_node_routing_norm_matches_the_per_node_reference(x, fused, iterations, linear):
+    edges, edge_index = tiny_graph()
+    x = x.clone()
+    x[:, :D] *= 0.01  # a near-zero channel: per-node scaling keeps it small, per-channel not
+    weights = torch.rand(len(edges), generator=torch.Generator().manual_seed(2),
+                         dtype=x.dtype) if linear else None
+    conv = DisenConv(K * D, K, iterations=iterations, tau=0.3, routing_norm="node", fused=fused,
+                     output="linear" if linear else "normalized")
+    out, (_, routing) = conv(x, edge_index, weights, return_routing=True)
+    ref_out, ref_routing = reference(x, x, edges, iterations, 0.3, linear_weights=weights,
+                                     node=True)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(routing, ref_routing)
+    # the near-zero channel's direction hardly moves the routing with node scaling; with
+    # DisenGCN's per-channel scaling, which ignores its size, it decides it
+    flipped = x.clone()
+    flipped[:, :D] = flipped[:, :D].flip(0)
+    _, (_, routing_flipped) = conv(flipped, edge_index, weights, return_routing=True)
+    channel = DisenConv(K * D, K, iterations=iterations, tau=0.3, fused=fused)
+    per_channel = channel(x, edge_index, return_routing=True)[1][1]
+    per_channel_flipped = channel(flipped, edge_index, return_routing=True)[1][1]
+    assert (routing - routing_flipped).abs().max() < 0.01
+    assert (per_channel - per_channel_flipped).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("fused", KERNELS)
@@ -360,6 +397,7 @@ def test_empty_graph_normalises_the_input(x):
     ({"channels": 12, "num_factors": 3, "dropout": 1.0}, "dropout"),
     ({"channels": 12, "num_factors": 3, "self_loops": "twice"}, "self_loops"),
     ({"channels": 12, "num_factors": 3, "output": "sum"}, "output"),
+    ({"channels": 12, "num_factors": 3, "routing_norm": "edge"}, "routing_norm"),
     ({"channels": 12, "num_factors": 3, "act": "tanh"}, "act"),
     ({"channels": 12, "num_factors": 3, "cached": True, "fused": False}, "cached"),
 ])
