@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -78,6 +79,8 @@ class _EchoWarnings(logging.Handler):
 def main(debug: bool) -> None:
     """Disentangled representations for recommendation: MacridVAE and DisenGCN."""
     lib = logging.getLogger("disentangle")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, warnings print once (rank 0)
+        lib.setLevel(logging.ERROR)
     if not any(isinstance(h, _EchoWarnings) for h in lib.handlers):
         lib.addHandler(_EchoWarnings(logging.WARNING))
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -127,17 +130,33 @@ def main(debug: bool) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               default=None, help="Continue the stopped run in this directory (with --epochs: "
                                  "to that many epochs, no fewer than it has done).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True,
+              help="No progress output (bars on a terminal, else a line per epoch); the final "
+                   "table stays.")
 @click.option("--no-report", is_flag=True,
               help="Skip the factor metrics, plots and report.html written after training.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1,
+              help="Train data-parallel on N processes of this machine (runs itself again "
+                   "under torchrun; gloo on CPU, NCCL on GPUs).")
 @friendly_errors
 def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, split_dir,
-        protocol, configs, overrides, epochs, seed, device, out, resume_dir, quiet, no_report):
+        protocol, configs, overrides, epochs, seed, device, out, resume_dir, quiet, no_report,
+        nproc):
     """Train a model and report held-out test metrics next to popularity.
 
     The run directory is locked while the run trains (a second fit into it fails at once);
     Ctrl-C or SIGTERM keeps the last finished epoch and prints the command that continues it.
+
+    \b
+    Examples:
+      disentangle fit --model macridvae --epochs 20
+      disentangle fit --model disengcn --dataset ml-100k --data-dir ~/data/ml-100k
+      disentangle fit --config my.yaml --set model.num_factors=5 --out runs/k5
+      disentangle fit --resume runs/k5 --epochs 200
+      disentangle fit --model multvae --nproc 2      # data-parallel, 2 processes
     """
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch_under_torchrun(nproc)
     from disentangle.config import resolve
     from disentangle.runs import default_path, read_config, resolve_device
     from disentangle.train.run import fit as run_fit
@@ -173,6 +192,8 @@ def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, s
         cfg = resolve(model, list(configs), list(overrides), options)
         run_dir = Path(out) if out else default_path(cfg)
         results = run_fit(cfg, run_dir, device, progress=not quiet, on_start=announce)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 alone prints and writes the report
     click.echo(results_table(results, cfg.model_name, cfg.train.ks))
     if not no_report:
         from disentangle.models.base import FactorRecommender
@@ -185,6 +206,21 @@ def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, s
         else:
             click.echo(f"report: none ({cfg.model_name} is a ranking-only baseline and has no "
                        f"factors)")
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node=N`` running the same
+    command without ``--nproc`` (each of its processes then trains one data-parallel rank)."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={nproc}", "-m", "disentangle_cli.main", *args])
 
 
 def results_table(results: dict, model: str, ks) -> str:

@@ -1,5 +1,6 @@
 """The command line through click's test runner, on the embedded dataset."""
 import json
+import os
 import subprocess
 import sys
 
@@ -191,3 +192,17 @@ def test_fit_reads_own_columns_and_catalogue(tmp_path):
     train = load_run(out).split.train
     assert set(train.user_ids) <= {f"c{u}" for u in range(60)}
     assert dict(zip(train.item_ids, train.item_titles))["p3"] == "Product 3"
+
+
+def test_fit_nproc_trains_under_torchrun_and_prints_once(tmp_path):
+    """``fit --nproc 2`` runs itself again under torchrun (two gloo ranks): one run folder,
+    one results table (rank 0's)."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "disentangle_cli.main", "fit", "--model",
+                           "multdae", "--epochs", "1", "--nproc", "2", "--out", str(out),
+                           "--quiet", "--no-report", "--device", "cpu"],
+                          check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("test metrics (") == 1, proc.stdout
+    assert json.loads((out / "results.json").read_text())["best_epoch"] == 1
