@@ -26,7 +26,8 @@ split and the initialisation):
   soft assignment (``assign_tau=2``). The planted grid of ``benchmarks/factors.py`` (K 3, 5,
   8; purity 0.7, 0.9; skew 0, 1.2; 3 seeds) measures the defaults more widely
   (``docs/results/factors-planted-macridvae.json``).
-* DisenGCN at its defaults (spectral start, routing tau 0.05, ``layer_combine=mean``), 40
+* DisenGCN at its defaults (spectral start, routing tau 0.05, ``routing_norm=node``,
+  ``layer_combine=mean``), 40
   epochs: AMI 0.705 / 0.835 / 0.757 for seeds 0-2; its control is the papers' random start
   (``init=normal``), untrained. On this data (even-handed users, concentration 0.5) the
   spectral start is right (AMI 0.91-0.98) and training wears part of it away; ``last``
