@@ -7,6 +7,7 @@ shows the traceback instead.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -135,13 +136,15 @@ def main(debug: bool) -> None:
                    "table stays.")
 @click.option("--no-report", is_flag=True,
               help="Skip the factor metrics, plots and report.html written after training.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as JSON (results.json's content) instead of the table.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1,
               help="Train data-parallel on N processes of this machine (runs itself again "
                    "under torchrun; gloo on CPU, NCCL on GPUs).")
 @friendly_errors
 def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, split_dir,
         protocol, configs, overrides, epochs, seed, device, out, resume_dir, quiet, no_report,
-        nproc):
+        as_json, nproc):
     """Train a model and report held-out test metrics next to popularity.
 
     The run directory is locked while the run trains (a second fit into it fails at once);
@@ -194,7 +197,8 @@ def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, s
         results = run_fit(cfg, run_dir, device, progress=not quiet, on_start=announce)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 alone prints and writes the report
-    click.echo(results_table(results, cfg.model_name, cfg.train.ks))
+    click.echo(json.dumps(results, indent=1) if as_json
+               else results_table(results, cfg.model_name, cfg.train.ks))
     if not no_report:
         from disentangle.models.base import FactorRecommender
         from disentangle.runs import load_run
@@ -202,10 +206,10 @@ def fit(model, dataset, delimiter, columns, items, rating_threshold, data_dir, s
 
         run = load_run(run_dir)
         if isinstance(run.model, FactorRecommender):
-            click.echo(f"report: {inspect_run(run)['report']}")
+            click.echo(f"report: {inspect_run(run)['report']}", err=as_json)
         else:
             click.echo(f"report: none ({cfg.model_name} is a ranking-only baseline and has no "
-                       f"factors)")
+                       f"factors)", err=as_json)
 
 
 def _relaunch_under_torchrun(nproc: int) -> None:
@@ -248,16 +252,46 @@ def results_table(results: dict, model: str, ks) -> str:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @DEVICE
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @friendly_errors
-def evaluate(run_dir, device):
-    """Re-evaluate the best model of RUN_DIR on its validation (if any) and test users."""
+def evaluate(run_dir, device, as_json):
+    """Re-evaluate the best model of RUN_DIR on its validation (if any) and test users.
+
+    \b
+    Example:
+      disentangle evaluate runs/macridvae-ml-latest-small-20261205-0812 --json
+    """
     from disentangle.runs import load_run
     from disentangle.train.run import final_results
 
     run = load_run(run_dir, device)
-    click.echo(results_table(final_results(run.model, run.split, run.config.train,
-                                           run.best_epoch), run.config.model_name,
-                             run.config.train.ks))
+    results = final_results(run.model, run.split, run.config.train, run.best_epoch)
+    click.echo(json.dumps(results, indent=1) if as_json
+               else results_table(results, run.config.model_name, run.config.train.ks))
+
+
+@main.command("config")
+@click.option("--model", "model", type=str, default=None,
+              help="Model whose defaults start the config (or model.name in --config).")
+@click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
+              help="YAML config file(s), applied in order on top of the model's defaults.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value (repeatable).")
+@friendly_errors
+def config_command(model, configs, overrides):
+    """Print the resolved config (defaults, files, then --set) as YAML that --config takes.
+
+    \b
+    Examples:
+      disentangle config --model disengcn
+      disentangle config --config configs/macridvae-paper.yaml --set train.epochs=50
+    """
+    import yaml
+
+    from disentangle.config import resolve
+
+    cfg = resolve(model, list(configs), list(overrides))
+    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
 @main.command()

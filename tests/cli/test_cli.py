@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from disentangle_cli.main import main
@@ -206,3 +207,28 @@ def test_fit_nproc_trains_under_torchrun_and_prints_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("test metrics (") == 1, proc.stdout
     assert json.loads((out / "results.json").read_text())["best_epoch"] == 1
+
+
+def test_config_prints_the_resolved_config_that_config_takes_back(tmp_path):
+    result = CliRunner().invoke(main, ["config", "--model", "disengcn", "--set",
+                                       "model.tau=0.2", "--set", "train.epochs=7"])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.output)
+    assert doc["model"]["name"] == "disengcn" and doc["model"]["tau"] == 0.2
+    assert doc["train"]["epochs"] == 7
+    path = tmp_path / "resolved.yaml"
+    path.write_text(result.output)
+    again = CliRunner().invoke(main, ["config", "--config", str(path)])
+    assert again.exit_code == 0 and again.output == result.output
+
+
+def test_fit_and_evaluate_json_print_the_results(tmp_path):
+    out = tmp_path / "run"
+    fitted = CliRunner().invoke(main, ["fit", "--model", "ease", "--out", str(out),
+                                       "--quiet", "--json"])
+    assert fitted.exit_code == 0, fitted.output
+    results = json.loads(fitted.stdout)
+    assert results == json.loads((out / "results.json").read_text())
+    again = CliRunner().invoke(main, ["evaluate", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["test"] == results["test"]
