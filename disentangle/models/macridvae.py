@@ -105,6 +105,9 @@ class MacridVAEConfig(ModelConfig):
         sampler (str): proposal :math:`Q` of the sampled decoder's negatives:
             ``"popularity"`` (training counts plus one) or ``"uniform"``.
             (default: ``"popularity"``)
+        anchor (float): weight :math:`\\gamma` of the term that keeps each item's assignment
+            on the cluster the spectral start put it in (see :class:`MacridVAE`, **Loss**);
+            needs ``init="spectral"``. (default: ``0.0``)
     """
 
     num_factors: int = 7
@@ -121,6 +124,7 @@ class MacridVAEConfig(ModelConfig):
     decoder: str = "full"
     num_negatives: int = 1000
     sampler: str = "popularity"
+    anchor: float = 0.0
 
     def validate(self) -> None:
         self.check("num_factors", self.num_factors, self.num_factors >= 1, "an integer >= 1")
@@ -143,6 +147,9 @@ class MacridVAEConfig(ModelConfig):
                    "an integer >= 1")
         self.check("sampler", self.sampler, self.sampler in SAMPLERS,
                    " or ".join(map(repr, SAMPLERS)))
+        self.check("anchor", self.anchor, self.anchor >= 0, "a float >= 0")
+        self.check("anchor", self.anchor, self.anchor == 0 or self.init == "spectral",
+                   "0 unless init='spectral' (it keeps items on the spectral start's clusters)")
 
 
 class MacridVAE(FactorRecommender):
@@ -199,7 +206,12 @@ class MacridVAE(FactorRecommender):
         \mathcal{L} = -\frac{1}{B} \sum_u \sum_i x_{ui} \log p(i \mid u)
             + \min\!\big(\beta, \tfrac{t}{5T}\big)\, \mathrm{KL}
             + \lambda \big(\|\mathbf{W}_{\mathrm{ctx}}\|^2 + \|\mathbf{W}_{\mathrm{out}}\|^2
-            + \|\mathbf{H}\|^2 + \|\mathbf{M}\|^2\big).
+            + \|\mathbf{H}\|^2 + \|\mathbf{M}\|^2\big)
+            - \frac{\gamma}{M} \sum_i \log c_{i k_0(i)},
+
+    where :math:`k_0(i)` is the cluster the spectral start puts item :math:`i` in and
+    :math:`c_{ik}` the (noise-free) assignment: with ``anchor`` :math:`\gamma > 0` items keep
+    their start's co-occurrence clusters, which training otherwise wears away.
 
     **Initialisation** (``init``). The paper starts the item table :math:`\mathbf{H}` and the
     prototypes :math:`\mathbf{M}` at random (``"xavier"``). From there the assignment
@@ -227,7 +239,7 @@ class MacridVAE(FactorRecommender):
     supports_new_users = True
     # Runs saved before ``init`` existed started from Xavier (their weights load either way;
     # this keeps their config truthful and their loading free of the SVD).
-    saved_run_defaults: ClassVar[dict] = {"init": "xavier"}
+    saved_run_defaults: ClassVar[dict] = {"init": "xavier", "anchor": 0.0}
 
     def __init__(self, config: MacridVAEConfig, train_data: InteractionData) -> None:
         super().__init__()
@@ -278,6 +290,9 @@ class MacridVAE(FactorRecommender):
         self.items.copy_(items * math.sqrt(2 * M * d / (M + d)) / items.norm().clamp_min(1e-12))
         self.prototypes.copy_(torch.as_tensor(start.prototypes, dtype=self.prototypes.dtype)
                               * math.sqrt(2 * d / (K + d)))
+        # Not saved: the same seeded start rebuilds it when a run is loaded.
+        self.register_buffer("start_factor", torch.as_tensor(start.labels, dtype=torch.long),
+                             persistent=False)
 
     @property
     def assign_tau(self) -> float:
@@ -443,11 +458,16 @@ class MacridVAE(FactorRecommender):
     def _total(self, recon: Tensor, kl: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
         anneal = self.anneal(step)
         loss = recon + anneal * kl
+        parts = {"recon": recon.item(), "kl": kl.item(), "anneal": anneal}
+        if self.config.anchor > 0:
+            anchor = F.nll_loss(self.factor_log_weights(), self.start_factor)
+            loss = loss + self.config.anchor * anchor
+            parts["anchor"] = anchor.item()
         if self.config.reg > 0:
             loss = loss + self.config.reg * sum(
                 w.square().sum()
                 for w in (self.context, self.head.weight, self.items, self.prototypes))
-        return loss, {"recon": recon.item(), "kl": kl.item(), "anneal": anneal}
+        return loss, parts
 
     # -- ranking --------------------------------------------------------------------------
     def score(self, users: Tensor, history: Tensor) -> Tensor:
