@@ -21,9 +21,8 @@ import json, resource, sys, time
 from disentangle.config import resolve
 from disentangle.train.run import fit
 from disentangle.train.trainer import read_metrics
-split_dir, seed, epochs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cfg = resolve("macridvae", overrides=[f"data.split_dir={split_dir}", f"train.seed={seed}",
-                                      f"train.epochs={epochs}"])
+out, overrides = sys.argv[1], sys.argv[2:]
+cfg = resolve("macridvae", overrides=overrides)
 start = time.perf_counter()
 res = fit(cfg, out, device="cpu", progress=False)
 wall = time.perf_counter() - start
@@ -33,6 +32,17 @@ res["wall_seconds"] = wall
 res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(res))
 """
+
+
+def run_macridvae(overrides: list[str]) -> dict:
+    """One MacridVAE fit with config ``overrides`` in a fresh process (so peak memory is the
+    run's own), in a temporary run folder; returns its ``results.json`` dict plus
+    ``seconds_per_epoch_median``, ``wall_seconds`` and ``peak_rss_mb``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-c", CHILD, f"{tmp}/run", *overrides],
+                              capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
 
 KEYS = ["ndcg@100", "recall_liang@20", "recall_liang@50"]
 
@@ -48,11 +58,8 @@ def main() -> None:
     args = p.parse_args()
     runs = []
     for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([sys.executable, "-c", CHILD, args.split_dir, str(seed),
-                                   str(args.epochs), f"{tmp}/run"],
-                                  capture_output=True, text=True, check=True)
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res = run_macridvae([f"data.split_dir={args.split_dir}", f"train.seed={seed}",
+                             f"train.epochs={args.epochs}"])
         runs.append({"seed": seed, "best_epoch": res["best_epoch"],
                      **{k: res["test"][k] for k in KEYS},
                      "popularity": {k: res["popularity"]["test"][k] for k in KEYS},

@@ -16,27 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-CHILD = r"""
-import json, resource, sys, time
-from disentangle.config import resolve
-from disentangle.train.run import fit
-from disentangle.train.trainer import read_metrics
-split_dir, epochs, sampler, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-extra = [f"model.decoder=sampled", f"model.num_negatives={sys.argv[5]}",
-         f"model.sampler={sampler}"] if len(sys.argv) > 5 else []
-cfg = resolve("macridvae", overrides=[f"data.split_dir={split_dir}", f"train.epochs={epochs}",
-                                      *extra])
-res = fit(cfg, out, device="cpu", progress=False)
-secs = sorted(r["seconds"] for r in read_metrics(out))
-res["seconds_per_epoch_median"] = secs[len(secs) // 2]
-res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(res))
-"""
+from macridvae_heldout import run_macridvae  # benchmarks/ is the script's folder
 
 KEYS = ["ndcg@100", "recall_liang@20", "recall_liang@50"]
 
@@ -51,11 +34,10 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for s in [None, *args.negatives]:
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-c", CHILD, args.split_dir, str(args.epochs), args.sampler,
-                   f"{tmp}/run", *([str(s)] if s else [])]
-            res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True)
-                             .stdout.strip().splitlines()[-1])
+        sampled = [] if s is None else ["model.decoder=sampled", f"model.num_negatives={s}",
+                                        f"model.sampler={args.sampler}"]
+        res = run_macridvae([f"data.split_dir={args.split_dir}", f"train.epochs={args.epochs}",
+                             *sampled])
         rows.append({"decoder": "full" if s is None else f"sampled S={s}", "negatives": s,
                      "best_epoch": res["best_epoch"], **{k: res["test"][k] for k in KEYS},
                      "seconds_per_epoch": res["seconds_per_epoch_median"],
